@@ -1,0 +1,71 @@
+# `make test` is the one command CI runs (.ci/run) and the README's test command.
+# It creates .venv with Python 3.13 (the Lambda runtime's version) and the pinned
+# dependencies when they are missing or changed, then lints, validates, builds and tests.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRIMARY_REGION ?= ca-central-1
+ENV ?= primary
+PYTEST_ARGS ?=
+
+export SAM_CLI_TELEMETRY := 0
+# sam build resolves `python3.13` from PATH: the virtual environment provides it.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+# A working python3.13: on PATH, else under pyenv. (A pyenv shim may exist without
+# the version being active, so each candidate is run, not just looked up.)
+PYTHON313 ?= $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+
+.PHONY: help venv lint cfn-lint validate build unit-test test sandbox deploy clean
+
+help:
+	@echo "make test                    lint, validate, build and run every test (what CI runs)"
+	@echo "make sandbox                 run the whole multi-region system locally (no AWS, no Docker)"
+	@echo "make build                   sam build"
+	@echo "make deploy ENV=primary|secondary|service   sam build && sam deploy --config-env ENV"
+
+$(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt constraints.txt
+	@if [ -z "$(PYTHON313)" ]; then \
+		echo "error: Python 3.13 is required (the Lambda runtime is python3.13) and none was found:" >&2; \
+		echo "  looked for python3.13 on PATH and under \$${PYENV_ROOT:-~/.pyenv}/versions/3.13*/bin." >&2; \
+		echo "  Install it (e.g. 'pyenv install 3.13') or run: make PYTHON313=/path/to/python3.13 test" >&2; \
+		exit 1; fi
+	@if [ ! -x "$(BIN)/python" ] || ! "$(BIN)/python" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then \
+		rm -rf "$(VENV)"; "$(PYTHON313)" -m venv "$(VENV)"; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+cfn-lint: venv
+	$(BIN)/cfn-lint -t template.yaml -a cfn_lint_serverless.rules
+
+validate: venv
+	$(BIN)/sam validate --lint --region $(PRIMARY_REGION) --template-file template.yaml
+
+build: venv
+	$(BIN)/sam build --template-file template.yaml
+
+unit-test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint cfn-lint validate build unit-test
+
+sandbox: venv
+	$(BIN)/python -m sandbox up
+
+deploy: build
+	@case "$(ENV)" in primary|secondary|service) ;; \
+		*) echo "error: ENV must be primary, secondary or service (got '$(ENV)')" >&2; exit 2;; esac
+	$(BIN)/sam deploy --config-env $(ENV)
+
+clean:
+	rm -rf .aws-sam .sandbox

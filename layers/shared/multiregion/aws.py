@@ -1,0 +1,61 @@
+"""Region-aware boto3 clients, created once per container and reused across invocations.
+
+boto3 clients are thread-safe but creating them is not (it goes through a shared
+session), so creation is serialised. The cache key includes the endpoint override so
+that a client made for the local sandbox is never reused against another endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_lock = threading.Lock()
+_clients: dict[tuple[Any, ...], Any] = {}
+
+# Lambda functions call AWS services that answer in milliseconds; fail fast and let the
+# caller (API client, Step Functions) retry rather than hold the invocation.
+DEFAULT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+
+
+def client(service: str, region: str, config: Config | None = None) -> Any:
+    """A boto3 client for `service` in `region` (configs are keyed by identity)."""
+    key = (service, region, os.environ.get("AWS_ENDPOINT_URL"), id(config))
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = boto3.session.Session().client(
+                service, region_name=region, config=config or DEFAULT_CONFIG
+            )
+            _clients[key] = found
+    return found
+
+
+def table(table_name: str, region: str, config: Config | None = None) -> Any:
+    """The DynamoDB table resource of one region's replica."""
+    key = ("dynamodb-table", table_name, region, os.environ.get("AWS_ENDPOINT_URL"), id(config))
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            resource = boto3.session.Session().resource(
+                "dynamodb", region_name=region, config=config or DEFAULT_CONFIG
+            )
+            found = resource.Table(table_name)
+            _clients[key] = found
+    return found
+
+
+def clear() -> None:
+    """Forget every client (tests that swap the AWS endpoint call this)."""
+    with _lock:
+        _clients.clear()

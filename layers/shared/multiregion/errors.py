@@ -1,0 +1,49 @@
+"""Errors the API reports to clients. Each carries its HTTP status and a stable code;
+the resolver maps them to responses in one place (multiregion.api)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status = 500
+    code = "InternalError"
+
+    def __init__(self, message: str, *, details: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequestError(AppError):
+    status = 400
+    code = "BadRequest"
+
+
+class NotFoundError(AppError):
+    status = 404
+    code = "NotFound"
+
+
+class VersionConflictError(AppError):
+    """If-Match named a version that is no longer current (another writer got there)."""
+
+    status = 412
+    code = "VersionConflict"
+
+
+class PayloadTooLargeError(AppError):
+    status = 413
+    code = "PayloadTooLarge"
+
+
+class PreconditionRequiredError(AppError):
+    status = 428
+    code = "PreconditionRequired"
+
+
+class ServiceUnavailableError(AppError):
+    status = 503
+    code = "ServiceUnavailable"

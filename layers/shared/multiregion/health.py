@@ -1,0 +1,149 @@
+"""The region's health, from its real dependencies: never from a flag in the environment.
+
+Route 53 probes /health every 10 s and takes a region out of the latency set after 3
+failures, so the answer must be fast and honest: each dependency is read under one
+overall deadline (at most 1 s) and a dependency that does not answer in time counts
+as failed. Checks:
+- table: a consistent read of this region's replica (the maintenance record);
+- maintenance: that record's switch is off (set for drills and routing flips);
+- config: this region's configuration parameter exists and matches the function's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from multiregion import aws
+from multiregion.control import maintenance_key
+from multiregion.settings import Settings
+
+MAX_TIMEOUT_SECONDS = 1.0
+
+# One attempt, short socket timeouts: a probe must not outlive its deadline by much.
+PROBE_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "max_attempts": 1})
+
+# Dependency reads run here so the request can stop waiting at the deadline; a read
+# that overruns finishes in the background, bounded by PROBE_CONFIG's timeouts.
+_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    detail: str
+    latencyMs: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    checks: dict[str, Check]
+
+    @property
+    def healthy(self) -> bool:
+        return all(check.ok for check in self.checks.values())
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, check in self.checks.items() if not check.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "healthy" if self.healthy else "unhealthy",
+            "failed": self.failed,
+            "checks": {name: asdict(check) for name, check in self.checks.items()},
+        }
+
+
+def _read_maintenance_record(settings: Settings) -> dict[str, Any] | None:
+    table = aws.table(settings.table_name, settings.region, PROBE_CONFIG)
+    return table.get_item(Key=maintenance_key(settings.region), ConsistentRead=True).get("Item")
+
+
+def _read_config(settings: Settings) -> dict[str, Any]:
+    if not settings.config_parameter:
+        raise LookupError("CONFIG_PARAMETER is not set")
+    ssm = aws.client("ssm", settings.region, PROBE_CONFIG)
+    return json.loads(ssm.get_parameter(Name=settings.config_parameter)["Parameter"]["Value"])
+
+
+def _config_mismatches(settings: Settings, config: Any) -> list[str]:
+    if not isinstance(config, dict):
+        return ["the parameter is not a JSON object"]
+    expected = {
+        "role": settings.region_role,
+        "region": settings.region,
+        "tableName": settings.table_name,
+        "primaryRegion": settings.primary_region,
+        "secondaryRegion": settings.secondary_region,
+    }
+    return [
+        f"{key}={config.get(key)!r} (function has {value!r})"
+        for key, value in expected.items()
+        if config.get(key) != value
+    ]
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"{info.get('Code', 'Error')}: {info.get('Message', '')}".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+def _wait(future: Future[Any], deadline: float, started: float) -> tuple[Any, BaseException | None, int]:
+    try:
+        result = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        error = None
+    except FutureTimeout:
+        future.cancel()
+        result, error = None, TimeoutError("no answer before the health deadline")
+    except (ClientError, BotoCoreError, LookupError, ValueError) as caught:
+        result, error = None, caught
+    return result, error, int((time.monotonic() - started) * 1000)
+
+
+def check_region(
+    settings: Settings,
+    timeout: float = MAX_TIMEOUT_SECONDS,
+    read_maintenance: Callable[[Settings], dict[str, Any] | None] | None = None,
+    read_config: Callable[[Settings], Any] | None = None,
+) -> HealthReport:
+    """Check this region's dependencies concurrently, all within `timeout` seconds."""
+    timeout = min(timeout, MAX_TIMEOUT_SECONDS)
+    started = time.monotonic()
+    deadline = started + timeout
+    table_future = _executor.submit(read_maintenance or _read_maintenance_record, settings)
+    config_future = _executor.submit(read_config or _read_config, settings)
+
+    record, table_error, table_ms = _wait(table_future, deadline, started)
+    config, config_error, config_ms = _wait(config_future, deadline, started)
+
+    checks: dict[str, Check] = {}
+    if table_error is None:
+        checks["table"] = Check(True, f"replica of {settings.table_name} answered", table_ms)
+        if record and record.get("enabled"):
+            checks["maintenance"] = Check(
+                False, f"maintenance on: {record.get('reason', 'no reason given')}", 0
+            )
+        else:
+            checks["maintenance"] = Check(True, "off", 0)
+    else:
+        checks["table"] = Check(False, _describe(table_error), table_ms)
+        checks["maintenance"] = Check(False, "unknown: the table did not answer", 0)
+
+    if config_error is not None:
+        checks["config"] = Check(False, _describe(config_error), config_ms)
+    else:
+        mismatches = _config_mismatches(settings, config)
+        detail = "matches" if not mismatches else "mismatch: " + ", ".join(mismatches)
+        checks["config"] = Check(not mismatches, detail, config_ms)
+    return HealthReport(checks)

@@ -1,0 +1,190 @@
+"""Items: the active-active data of the API, one record each in the global table.
+
+Every write stamps `updatedAt`, `updatedRegion` and a `version` that grows by one per
+write. Within a region, writes are optimistic: a write that names a stale version
+fails (412) instead of overwriting. Across regions, DynamoDB global tables resolve
+concurrent writes last-writer-wins; the stamps let a client see which write won.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from multiregion.clock import utc_now_iso
+from multiregion.cursor import decode_cursor, encode_cursor
+from multiregion.errors import NotFoundError, VersionConflictError
+
+ITEM_ID_PATTERN = r"^[0-9a-f]{32}$"
+_ITEM_ID = re.compile(ITEM_ID_PATTERN)
+ITEM_KIND = "ITEM"
+LIST_INDEX = "GSI1"
+_LIST_KEY_FIELDS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk"})
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+
+
+class ItemInput(BaseModel):
+    """What a client sends to create or replace an item. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name
+    description: Description = ""
+    tags: Annotated[list[Tag], Field(max_length=20)] = []
+
+
+class Item(BaseModel):
+    """An item as stored and returned."""
+
+    id: str
+    name: str
+    description: str
+    tags: list[str]
+    version: int
+    createdAt: str
+    updatedAt: str
+    updatedRegion: str
+
+
+def is_item_id(value: str) -> bool:
+    return bool(_ITEM_ID.fullmatch(value))
+
+
+def _key(item_id: str) -> dict[str, str]:
+    return {"pk": f"{ITEM_KIND}#{item_id}", "sk": ITEM_KIND}
+
+
+def _from_record(record: dict[str, Any]) -> Item:
+    return Item(
+        id=record["id"],
+        name=record["name"],
+        description=record.get("description", ""),
+        tags=list(record.get("tags", [])),
+        version=int(record["version"]),
+        createdAt=record["createdAt"],
+        updatedAt=record["updatedAt"],
+        updatedRegion=record["updatedRegion"],
+    )
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class ItemRepository:
+    """Items in one region's replica of the global table."""
+
+    def __init__(self, table: Any, region: str, clock: Callable[[], str] = utc_now_iso):
+        self._table = table
+        self._region = region
+        self._clock = clock
+
+    def create(self, data: ItemInput) -> Item:
+        now = self._clock()
+        item_id = uuid.uuid4().hex
+        record = {
+            **_key(item_id),
+            "gsi1pk": ITEM_KIND,
+            # Creation time first so that pages list items oldest first.
+            "gsi1sk": f"{now}#{item_id}",
+            "id": item_id,
+            "name": data.name,
+            "description": data.description,
+            "tags": data.tags,
+            "version": 1,
+            "createdAt": now,
+            "updatedAt": now,
+            "updatedRegion": self._region,
+        }
+        self._table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
+        return _from_record(record)
+
+    def get(self, item_id: str) -> Item:
+        response = self._table.get_item(Key=_key(item_id), ConsistentRead=True)
+        record = response.get("Item")
+        if record is None:
+            raise NotFoundError(f"item {item_id} not found")
+        return _from_record(record)
+
+    def replace(self, item_id: str, data: ItemInput, expected_version: int) -> Item:
+        """Replace the mutable fields if the stored version is `expected_version`."""
+        try:
+            response = self._table.update_item(
+                Key=_key(item_id),
+                UpdateExpression=(
+                    "SET #name = :name, description = :description, tags = :tags, "
+                    "version = version + :one, updatedAt = :now, updatedRegion = :region"
+                ),
+                ConditionExpression=Attr("pk").exists() & Attr("version").eq(expected_version),
+                ExpressionAttributeNames={"#name": "name"},
+                ExpressionAttributeValues={
+                    ":name": data.name,
+                    ":description": data.description,
+                    ":tags": data.tags,
+                    ":one": 1,
+                    ":now": self._clock(),
+                    ":region": self._region,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                self._raise_conflict(item_id, expected_version)
+            raise
+        return _from_record(response["Attributes"])
+
+    def delete(self, item_id: str, expected_version: int | None = None) -> None:
+        condition = Attr("pk").exists()
+        if expected_version is not None:
+            condition = condition & Attr("version").eq(expected_version)
+        try:
+            self._table.delete_item(Key=_key(item_id), ConditionExpression=condition)
+        except ClientError as error:
+            if _is_condition_failure(error):
+                self._raise_conflict(item_id, expected_version)
+            raise
+
+    def list(self, limit: int, cursor: str | None = None) -> tuple[list[Item], str | None]:
+        query: dict[str, Any] = {
+            "IndexName": LIST_INDEX,
+            "KeyConditionExpression": Key("gsi1pk").eq(ITEM_KIND),
+            "Limit": limit,
+        }
+        if cursor:
+            query["ExclusiveStartKey"] = decode_cursor(cursor, _LIST_KEY_FIELDS)
+        response = self._table.query(**query)
+        items = [_from_record(record) for record in response.get("Items", [])]
+        last_key = response.get("LastEvaluatedKey")
+        return items, encode_cursor(last_key) if last_key else None
+
+    def _raise_conflict(self, item_id: str, expected_version: int | None) -> None:
+        """A conditional write failed: say whether the item is gone or has moved on."""
+        current = self.get(item_id)  # raises NotFoundError when it is gone
+        raise VersionConflictError(
+            f"item {item_id} is at version {current.version}, not {expected_version}",
+            details={"currentVersion": current.version, "updatedRegion": current.updatedRegion},
+            headers={"ETag": etag(current.version)},
+        )
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(value: str) -> int | None:
+    """The version an If-Match header names (`"3"`), or None if it is not one of ours."""
+    value = value.strip()
+    if value.startswith("W/"):
+        return None  # weak validators cannot guard a write (RFC 9110 13.1.1)
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return int(value) if value.isdigit() and len(value) <= 18 else None

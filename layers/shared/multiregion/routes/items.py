@@ -1,0 +1,93 @@
+"""Items CRUD routes. Conditional writes use ETag / If-Match (see multiregion.items)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
+
+from multiregion import aws
+from multiregion.api import json_response
+from multiregion.errors import BadRequestError, PreconditionRequiredError
+from multiregion.items import ITEM_ID_PATTERN, ItemInput, ItemRepository, etag, parse_if_match
+from multiregion.settings import get_settings
+
+logger = Logger(child=True)
+metrics = Metrics()
+router = Router()
+
+ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, description="32 lowercase hex characters")]
+PAGE_LIMIT_MAX = 100
+
+
+def _repository() -> ItemRepository:
+    settings = get_settings()
+    return ItemRepository(aws.table(settings.table_name, settings.region), settings.region)
+
+
+def _if_match() -> int | None:
+    """The version the client's If-Match names, None when it sent none."""
+    header = router.current_event.get_header_value("If-Match", case_sensitive=False)
+    if header is None:
+        return None
+    version = parse_if_match(header)
+    if version is None:
+        raise BadRequestError(f'If-Match must be an ETag returned by this API, like "3"; got {header!r}')
+    return version
+
+
+def _required_if_match() -> int:
+    # A replace without a version could silently undo another client's write.
+    version = _if_match()
+    if version is None:
+        raise PreconditionRequiredError(
+            "If-Match is required: send the ETag of the version you are replacing"
+        )
+    return version
+
+
+@router.post("/items")
+def create_item(item: ItemInput):
+    created = _repository().create(item)
+    metrics.add_metric(name="ItemsCreated", unit=MetricUnit.Count, value=1)
+    logger.info("item created", extra={"item_id": created.id})
+    return json_response(
+        HTTPStatus.CREATED,
+        {"item": created.model_dump()},
+        {"ETag": etag(created.version), "Location": f"/items/{created.id}"},
+    )
+
+
+@router.get("/items")
+def list_items(
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 25,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+):
+    items, next_cursor = _repository().list(limit, cursor)
+    return json_response(HTTPStatus.OK, {"items": [i.model_dump() for i in items], "nextCursor": next_cursor})
+
+
+@router.get("/items/<item_id>")
+def get_item(item_id: ItemId):
+    item = _repository().get(item_id)
+    return json_response(HTTPStatus.OK, {"item": item.model_dump()}, {"ETag": etag(item.version)})
+
+
+@router.put("/items/<item_id>")
+def replace_item(item_id: ItemId, item: ItemInput):
+    updated = _repository().replace(item_id, item, _required_if_match())
+    metrics.add_metric(name="ItemsReplaced", unit=MetricUnit.Count, value=1)
+    logger.info("item replaced", extra={"item_id": item_id, "version": updated.version})
+    return json_response(HTTPStatus.OK, {"item": updated.model_dump()}, {"ETag": etag(updated.version)})
+
+
+@router.delete("/items/<item_id>")
+def delete_item(item_id: ItemId):
+    _repository().delete(item_id, _if_match())
+    metrics.add_metric(name="ItemsDeleted", unit=MetricUnit.Count, value=1)
+    logger.info("item deleted", extra={"item_id": item_id})
+    return json_response(HTTPStatus.OK, {"deleted": item_id})

@@ -1,0 +1,224 @@
+"""The items API handler, invoked with the events in events/items_api/."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from functions.items_api import app
+from tests.support.cfn import load_event
+from tests.support.responses import body, header
+from tests.unit.conftest import REGION
+
+ITEM_ID = "0123456789abcdef0123456789abcdef"
+
+
+def invoke(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
+    return app.lambda_handler(copy.deepcopy(event), lambda_context)
+
+
+@pytest.fixture
+def seeded(table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The item the sample events name, created through the API."""
+    with monkeypatch.context() as patch:
+        patch.setattr(uuid, "uuid4", lambda: uuid.UUID(ITEM_ID))
+        response = invoke(load_event("items_api/create.json"), lambda_context)
+    assert response["statusCode"] == 201
+    return body(response)["item"]
+
+
+def test_create_stamps_region_version_and_time(table: Any, lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/create.json"), lambda_context)
+
+    assert response["statusCode"] == 201
+    payload = body(response)
+    item = payload["item"]
+    assert payload["region"] == REGION
+    assert header(response, "X-Served-Region") == REGION
+    assert item["name"] == "Field notes"
+    assert item["tags"] == ["sample", "notes"]
+    assert item["version"] == 1
+    assert item["updatedRegion"] == REGION
+    assert item["updatedAt"] == item["createdAt"]
+    assert item["updatedAt"].endswith("Z")
+    assert header(response, "ETag") == '"1"'
+    assert header(response, "Location") == f"/items/{item['id']}"
+    stored = table.get_item(Key={"pk": f"ITEM#{item['id']}", "sk": "ITEM"})["Item"]
+    assert stored["updatedRegion"] == REGION
+    assert stored["version"] == 1
+
+
+def test_get_returns_item_with_etag(seeded: dict[str, Any], lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/get.json"), lambda_context)
+
+    assert response["statusCode"] == 200
+    assert body(response)["item"] == seeded
+    assert header(response, "ETag") == '"1"'
+
+
+def test_get_missing_item_is_404(table: Any, lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/get-missing.json"), lambda_context)
+
+    assert response["statusCode"] == 404
+    assert body(response)["code"] == "NotFound"
+    assert body(response)["region"] == REGION
+
+
+def test_replace_with_current_version(seeded: dict[str, Any], lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/replace.json"), lambda_context)
+
+    assert response["statusCode"] == 200
+    item = body(response)["item"]
+    assert item["name"] == "Field notes, revised"
+    assert item["version"] == 2
+    assert item["createdAt"] == seeded["createdAt"]
+    assert item["updatedAt"] >= seeded["updatedAt"]
+    assert header(response, "ETag") == '"2"'
+
+
+def test_replace_with_stale_version_is_412_and_names_current(
+    seeded: dict[str, Any], lambda_context: Any
+) -> None:
+    response = invoke(load_event("items_api/replace-stale-version.json"), lambda_context)
+
+    assert response["statusCode"] == 412
+    payload = body(response)
+    assert payload["code"] == "VersionConflict"
+    assert payload["details"] == {"currentVersion": 1, "updatedRegion": REGION}
+    assert header(response, "ETag") == '"1"'
+    # The stale write changed nothing.
+    assert body(invoke(load_event("items_api/get.json"), lambda_context))["item"]["name"] == "Field notes"
+
+
+def test_two_clients_racing_on_one_version_lose_no_update(
+    seeded: dict[str, Any], lambda_context: Any
+) -> None:
+    first = load_event("items_api/replace.json")
+    second = copy.deepcopy(first)
+    second["body"] = json.dumps({"name": "Second writer"})
+
+    assert invoke(first, lambda_context)["statusCode"] == 200
+    late = invoke(second, lambda_context)
+
+    assert late["statusCode"] == 412
+    assert body(late)["details"]["currentVersion"] == 2
+
+
+def test_replace_without_if_match_is_428(seeded: dict[str, Any], lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/replace-without-if-match.json"), lambda_context)
+
+    assert response["statusCode"] == 428
+    assert "If-Match" in body(response)["message"]
+
+
+def test_replace_with_malformed_if_match_is_400(seeded: dict[str, Any], lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/replace-bad-if-match.json"), lambda_context)
+
+    assert response["statusCode"] == 400
+    assert "If-Match" in body(response)["message"]
+
+
+def test_replace_missing_item_is_404(table: Any, lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/replace-missing.json"), lambda_context)
+
+    assert response["statusCode"] == 404
+
+
+def test_delete_then_get_is_404(seeded: dict[str, Any], lambda_context: Any) -> None:
+    response = invoke(load_event("items_api/delete.json"), lambda_context)
+
+    assert response["statusCode"] == 200
+    assert body(response)["deleted"] == ITEM_ID
+    assert invoke(load_event("items_api/get.json"), lambda_context)["statusCode"] == 404
+
+
+def test_delete_with_stale_version_is_412(seeded: dict[str, Any], lambda_context: Any) -> None:
+    event = load_event("items_api/delete.json")
+    event["headers"]["If-Match"] = '"5"'
+    event["multiValueHeaders"]["If-Match"] = ['"5"']
+
+    assert invoke(event, lambda_context)["statusCode"] == 412
+    assert invoke(load_event("items_api/get.json"), lambda_context)["statusCode"] == 200
+
+
+def test_delete_missing_item_is_404(table: Any, lambda_context: Any) -> None:
+    assert invoke(load_event("items_api/delete-missing.json"), lambda_context)["statusCode"] == 404
+
+
+def test_list_pages_with_an_opaque_cursor(table: Any, lambda_context: Any) -> None:
+    created = [
+        body(invoke(load_event("items_api/create.json"), lambda_context))["item"]["id"] for _ in range(3)
+    ]
+
+    first = invoke(load_event("items_api/list.json"), lambda_context)
+    assert first["statusCode"] == 200
+    page1 = body(first)
+    assert len(page1["items"]) == 2
+    assert page1["nextCursor"]
+
+    event = load_event("items_api/list.json")
+    event["queryStringParameters"]["cursor"] = page1["nextCursor"]
+    event["multiValueQueryStringParameters"]["cursor"] = [page1["nextCursor"]]
+    page2 = body(invoke(event, lambda_context))
+
+    listed = [i["id"] for i in page1["items"] + page2["items"]]
+    assert sorted(listed) == sorted(created)
+    assert page2["nextCursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("event_file", "status", "code"),
+    [
+        ("create-malformed-json.json", 400, "BadRequest"),
+        ("create-empty-body.json", 400, "BadRequest"),
+        ("create-oversized.json", 413, "PayloadTooLarge"),
+        ("create-wrong-types.json", 422, "ValidationError"),
+        ("create-unknown-field.json", 422, "ValidationError"),
+        ("create-not-an-object.json", 422, "ValidationError"),
+        ("get-bad-id.json", 422, "ValidationError"),
+        ("list-bad-cursor.json", 400, "BadRequest"),
+        ("list-bad-limit.json", 422, "ValidationError"),
+        ("list-limit-not-a-number.json", 422, "ValidationError"),
+        ("unknown-route.json", 404, "NotFound"),
+        ("unknown-method.json", 404, "NotFound"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(
+    table: Any, lambda_context: Any, event_file: str, status: int, code: str
+) -> None:
+    response = invoke(load_event(f"items_api/{event_file}"), lambda_context)
+
+    assert response["statusCode"] == status, response["body"]
+    payload = body(response)
+    assert payload["code"] == code
+    assert payload["message"]
+    assert payload["region"] == REGION
+    assert header(response, "Content-Type") == "application/json"
+    assert table.scan()["Count"] == 0  # nothing was written
+
+
+def test_validation_errors_name_the_offending_fields(table: Any, lambda_context: Any) -> None:
+    payload = body(invoke(load_event("items_api/create-unknown-field.json"), lambda_context))
+
+    assert ["body", "item", "owner"] in [d["location"] for d in payload["details"]] or any(
+        d["location"][-1] == "owner" for d in payload["details"]
+    )
+
+
+def test_oversized_body_reports_the_limit(table: Any, lambda_context: Any) -> None:
+    payload = body(invoke(load_event("items_api/create-oversized.json"), lambda_context))
+
+    assert payload["details"]["limitBytes"] == 16384
+    assert payload["details"]["sizeBytes"] > 16384
+
+
+def test_every_sample_event_gets_a_json_answer_naming_the_region(table: Any, lambda_context: Any) -> None:
+    for event_file in sorted(p.name for p in (load_event.__globals__["EVENTS"] / "items_api").glob("*.json")):
+        response = invoke(load_event(f"items_api/{event_file}"), lambda_context)
+        assert response["statusCode"] < 500, (event_file, response["body"])
+        assert header(response, "X-Served-Region") == REGION, event_file
+        assert body(response)["region"] == REGION, event_file

@@ -1,0 +1,163 @@
+"""template.yaml itself: what each region role deploys, and the rules every resource keeps."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.support import cfn
+
+APP_FUNCTIONS = {"ItemsApiFunction", "HealthFunction"}
+DOMAIN = {
+    "DomainName": "api.example.com",
+    "HostedZoneId": "Z0000000EXAMPLE",
+    "CertificateArn": "arn:aws:acm:ca-central-1:123456789012:certificate/abc",
+}
+CUSTOM_DOMAIN_RESOURCES = {"ApiDomain", "ApiDomainMapping", "ApiHealthCheck", "ApiLatencyRecord"}
+
+
+def of_type(resources: dict[str, Any], kind: str) -> set[str]:
+    return {name for name, r in resources.items() if r["Type"] == kind}
+
+
+def test_primary_creates_the_global_table_with_a_replica_in_each_app_region() -> None:
+    resources = cfn.resources_for(RegionRole="primary")
+
+    assert of_type(resources, "AWS::DynamoDB::GlobalTable") == {"GlobalTable"}
+    props = resources["GlobalTable"]["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    replicas = props["Replicas"]
+    assert [r["Region"] for r in replicas] == [{"Ref": "PrimaryRegion"}, {"Ref": "SecondaryRegion"}]
+    assert all(r["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] for r in replicas)
+    assert resources["GlobalTable"]["DeletionPolicy"] == "Retain"
+
+
+@pytest.mark.parametrize("role", ["primary", "secondary"])
+def test_app_regions_get_the_api_and_functions(role: str) -> None:
+    resources = cfn.resources_for(RegionRole=role)
+
+    assert of_type(resources, "AWS::Lambda::Function") == APP_FUNCTIONS
+    assert of_type(resources, "AWS::ApiGateway::RestApi") == {"Api"}
+    assert not CUSTOM_DOMAIN_RESOURCES & set(resources)
+
+
+def test_secondary_references_the_table_and_does_not_create_it() -> None:
+    resources = cfn.resources_for(RegionRole="secondary")
+
+    assert not of_type(resources, "AWS::DynamoDB::GlobalTable")
+    env = resources["ItemsApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TABLE_NAME"] == {"Ref": "TableName"}
+
+
+def test_service_region_deploys_a_valid_stack_without_app_resources() -> None:
+    resources = cfn.resources_for(RegionRole="service")
+
+    assert resources, "a stack needs at least one resource"
+    assert not of_type(resources, "AWS::Lambda::Function")
+    assert not of_type(resources, "AWS::DynamoDB::GlobalTable")
+    assert not of_type(resources, "AWS::ApiGateway::RestApi")
+
+
+@pytest.mark.parametrize("role", ["primary", "secondary"])
+def test_custom_domain_adds_health_check_and_latency_record(role: str) -> None:
+    resources = cfn.resources_for(RegionRole=role, **DOMAIN)
+
+    assert set(resources) >= CUSTOM_DOMAIN_RESOURCES
+    check = resources["ApiHealthCheck"]["Properties"]["HealthCheckConfig"]
+    assert check["ResourcePath"] == "/v1/health"
+    assert (check["RequestInterval"], check["FailureThreshold"]) == (10, 3)
+    record = resources["ApiLatencyRecord"]["Properties"]
+    assert record["Region"] == {"Ref": "AWS::Region"}
+    assert record["HealthCheckId"] == {"Ref": "ApiHealthCheck"}
+
+
+def test_custom_domain_needs_every_input_and_an_app_region() -> None:
+    partial = {**DOMAIN, "CertificateArn": ""}
+    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(RegionRole="primary", **partial))
+    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(RegionRole="service", **DOMAIN))
+
+
+def test_functions_run_python313_on_arm64_with_tracing_and_retained_logs() -> None:
+    resources = cfn.resources_for(RegionRole="primary")
+    log_groups = {
+        json.dumps(r["Properties"].get("LogGroupName")): r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+    }
+    for name in APP_FUNCTIONS:
+        props = resources[name]["Properties"]
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["Handler"] == "app.lambda_handler"
+        assert len(props["Layers"]) == 1
+        group = json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"})
+        assert log_groups[group]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def _statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            found += [(name, s) for s in policy["PolicyDocument"]["Statement"]]
+    return found
+
+
+@pytest.mark.parametrize("role", ["primary", "secondary", "service"])
+def test_no_iam_statement_grants_every_resource(role: str) -> None:
+    statements = _statements(cfn.resources_for(RegionRole=role))
+    for role_name, statement in statements:
+        resources = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
+        assert "*" not in resources, (role_name, statement)
+        assert statement["Effect"] == "Allow"
+    for name, resource in cfn.resources_for(RegionRole=role).items():
+        if resource["Type"] == "AWS::IAM::Role":
+            managed = resource["Properties"].get("ManagedPolicyArns", [])
+            assert not any("FullAccess" in json.dumps(arn) for arn in managed), name
+
+
+def test_every_api_route_has_sample_events_and_every_event_matches_a_route() -> None:
+    resources = cfn.template()["Resources"]
+    routes = set()
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            for event in resource["Properties"].get("Events", {}).values():
+                if event["Type"] == "Api":
+                    routes.add((name, event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
+
+    folders = {"ItemsApiFunction": "items_api", "HealthFunction": "health"}
+    covered = set()
+    for function, folder in folders.items():
+        for path in sorted((cfn.EVENTS / folder).glob("*.json")):
+            event = json.loads(path.read_text())
+            route = (function, event["httpMethod"], event["resource"])
+            if path.stem.startswith("unknown-"):
+                assert route not in routes, path
+                continue
+            assert route in routes, path
+            covered.add(route)
+    assert covered == routes
+
+
+def test_samconfig_has_one_environment_per_role_without_account_ids() -> None:
+    import tomllib
+
+    text = (cfn.ROOT / "samconfig.toml").read_text()
+    config = tomllib.loads(text)
+    for role in ("primary", "secondary", "service"):
+        deploy = config[role]["deploy"]["parameters"]
+        assert f"RegionRole={role}" in deploy["parameter_overrides"]
+        assert deploy["resolve_s3"] is True
+        assert config[role]["validate"]["parameters"]["lint"] is True
+        assert config[role]["build"]["parameters"] == {"cached": True, "parallel": True}
+    assert not re.search(r"\b\d{12}\b", text)
+    assert "profile" not in text
