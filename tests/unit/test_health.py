@@ -53,7 +53,7 @@ def test_missing_table_is_503_naming_the_table(moto: None, lambda_context: Any) 
 def test_slow_table_fails_within_one_second(
     table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def slow_read(_settings: Any) -> None:
+    def slow_read(_table: Any, _settings: Any) -> None:
         time.sleep(2.5)
 
     monkeypatch.setattr(health, "_read_maintenance_record", slow_read)

@@ -31,7 +31,7 @@ def _repository() -> ItemRepository:
 
 def _if_match() -> int | None:
     """The version the client's If-Match names, None when it sent none."""
-    header = router.current_event.get_header_value("If-Match", case_sensitive=False)
+    header = router.current_event.headers.get("If-Match")  # case-insensitive in Powertools v3
     if header is None:
         return None
     version = parse_if_match(header)
