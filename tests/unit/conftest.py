@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from multiregion import aws
+from multiregion import appstate, aws
 from tests.support import cfn
 
 REGION = "ca-central-1"
@@ -51,9 +51,11 @@ def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture
 def moto(env: dict[str, str]) -> Iterator[None]:
     aws.clear()
+    appstate.cache.clear()
     with mock_aws():
         yield
     aws.clear()
+    appstate.cache.clear()
 
 
 def region_config(region: str = REGION, role: str = "primary") -> dict[str, str]:

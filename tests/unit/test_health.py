@@ -56,6 +56,7 @@ def test_slow_table_fails_within_one_second(
     def slow_read(_table: Any, _settings: Any) -> None:
         time.sleep(2.5)
 
+    assert invoke(lambda_context)["statusCode"] == 200  # a warm container: clients exist
     monkeypatch.setattr(health, "_read_maintenance_record", slow_read)
 
     started = time.monotonic()
@@ -66,6 +67,9 @@ def test_slow_table_fails_within_one_second(
     assert body(response)["failed"][0] == "table"
     assert "deadline" in body(response)["checks"]["table"]["detail"]
     assert elapsed < 1.5
+    assert body(response)["checks"]["table"]["latencyMs"] == 1000
+    assert body(response)["checks"]["config"]["ok"] is True
+    assert body(response)["checks"]["config"]["latencyMs"] < 1000
 
 
 def test_maintenance_switch_makes_the_region_unhealthy(table: Any, lambda_context: Any) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import cfn
 
-APP_FUNCTIONS = {"ItemsApiFunction", "HealthFunction"}
+APP_FUNCTIONS = {"ItemsApiFunction", "HealthFunction", "AppStateFunction"}
 DOMAIN = {
     "DomainName": "api.example.com",
     "HostedZoneId": "Z0000000EXAMPLE",
@@ -134,7 +134,7 @@ def test_every_api_route_has_sample_events_and_every_event_matches_a_route() -> 
                 if event["Type"] == "Api":
                     routes.add((name, event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
 
-    folders = {"ItemsApiFunction": "items_api", "HealthFunction": "health"}
+    folders = {"ItemsApiFunction": "items_api", "HealthFunction": "health", "AppStateFunction": "app_state"}
     covered = set()
     for function, folder in folders.items():
         for path in sorted((cfn.EVENTS / folder).glob("*.json")):

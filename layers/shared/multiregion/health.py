@@ -97,16 +97,24 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _wait(future: Future[Any], deadline: float, started: float) -> tuple[Any, BaseException | None, int]:
+def _timed(read: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+    started = time.monotonic()
+    result = read(*args)
+    return result, int((time.monotonic() - started) * 1000)
+
+
+def _wait(
+    future: Future[tuple[Any, int]], deadline: float, timeout: float
+) -> tuple[Any, BaseException | None, int]:
+    """The read's result, its error if any, and how long it took (the timeout if it overran)."""
     try:
-        result = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        error = None
+        result, elapsed_ms = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        return result, None, elapsed_ms
     except FutureTimeout:
         future.cancel()
-        result, error = None, TimeoutError("no answer before the health deadline")
+        return None, TimeoutError("no answer before the health deadline"), int(timeout * 1000)
     except (ClientError, BotoCoreError, LookupError, ValueError) as caught:
-        result, error = None, caught
-    return result, error, int((time.monotonic() - started) * 1000)
+        return None, caught, 0
 
 
 def check_region(
@@ -121,13 +129,12 @@ def check_region(
     table = aws.table(settings.table_name, settings.region, PROBE_CONFIG)
     ssm = aws.client("ssm", settings.region, PROBE_CONFIG)
     timeout = min(timeout, MAX_TIMEOUT_SECONDS)
-    started = time.monotonic()
-    deadline = started + timeout
-    table_future = _executor.submit(read_maintenance or _read_maintenance_record, table, settings)
-    config_future = _executor.submit(read_config or _read_config, ssm, settings)
+    deadline = time.monotonic() + timeout
+    table_future = _executor.submit(_timed, read_maintenance or _read_maintenance_record, table, settings)
+    config_future = _executor.submit(_timed, read_config or _read_config, ssm, settings)
 
-    record, table_error, table_ms = _wait(table_future, deadline, started)
-    config, config_error, config_ms = _wait(config_future, deadline, started)
+    record, table_error, table_ms = _wait(table_future, deadline, timeout)
+    config, config_error, config_ms = _wait(config_future, deadline, timeout)
 
     checks: dict[str, Check] = {}
     if table_error is None:

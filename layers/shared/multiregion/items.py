@@ -1,9 +1,10 @@
 """Items: the active-active data of the API, one record each in the global table.
 
-Every write stamps `updatedAt`, `updatedRegion` and a `version` that grows by one per
-write. Within a region, writes are optimistic: a write that names a stale version
-fails (412) instead of overwriting. Across regions, DynamoDB global tables resolve
-concurrent writes last-writer-wins; the stamps let a client see which write won.
+Every write stamps `updatedAt`, `updatedRegion`, the application-state `epoch` it was
+accepted under, and a `version` that grows by one per write. Within a region, writes
+are optimistic: a write that names a stale version fails (412) instead of overwriting.
+Across regions, DynamoDB global tables resolve concurrent writes last-writer-wins; the
+stamps let a client see which write won.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from multiregion.cursor import decode_cursor, encode_cursor
 from multiregion.errors import NotFoundError, VersionConflictError
 
 ITEM_ID_PATTERN = r"^[0-9a-f]{32}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+# Item ids derived from idempotency keys live in their own UUID namespace.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1d0e-9a57-4c8e-9a1f-3f1b3d2c7a10")
 _ITEM_ID = re.compile(ITEM_ID_PATTERN)
 ITEM_KIND = "ITEM"
 LIST_INDEX = "GSI1"
@@ -53,6 +58,7 @@ class Item(BaseModel):
     createdAt: str
     updatedAt: str
     updatedRegion: str
+    epoch: int = 0
 
 
 def is_item_id(value: str) -> bool:
@@ -73,6 +79,7 @@ def _from_record(record: dict[str, Any]) -> Item:
         createdAt=record["createdAt"],
         updatedAt=record["updatedAt"],
         updatedRegion=record["updatedRegion"],
+        epoch=int(record.get("epoch", 0)),
     )
 
 
@@ -88,9 +95,17 @@ class ItemRepository:
         self._region = region
         self._clock = clock
 
-    def create(self, data: ItemInput) -> Item:
+    def create(
+        self, data: ItemInput, epoch: int = 0, idempotency_key: str | None = None
+    ) -> tuple[Item, bool]:
+        """Create an item; returns it and whether it was created now (False: a replay).
+
+        With an idempotency key the id is derived from the key, so a client that retries
+        after a lost answer, in this region or another, gets the same item, never a twin."""
         now = self._clock()
-        item_id = uuid.uuid4().hex
+        item_id = (
+            uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
+        )
         record = {
             **_key(item_id),
             "gsi1pk": ITEM_KIND,
@@ -104,9 +119,17 @@ class ItemRepository:
             "createdAt": now,
             "updatedAt": now,
             "updatedRegion": self._region,
+            "epoch": epoch,
         }
-        self._table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
-        return _from_record(record)
+        if idempotency_key:
+            record["idempotencyKey"] = idempotency_key
+        try:
+            self._table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
+        except ClientError as error:
+            if idempotency_key and _is_condition_failure(error):
+                return self.get(item_id), False
+            raise
+        return _from_record(record), True
 
     def get(self, item_id: str) -> Item:
         response = self._table.get_item(Key=_key(item_id), ConsistentRead=True)
@@ -115,14 +138,14 @@ class ItemRepository:
             raise NotFoundError(f"item {item_id} not found")
         return _from_record(record)
 
-    def replace(self, item_id: str, data: ItemInput, expected_version: int) -> Item:
+    def replace(self, item_id: str, data: ItemInput, expected_version: int, epoch: int = 0) -> Item:
         """Replace the mutable fields if the stored version is `expected_version`."""
         try:
             response = self._table.update_item(
                 Key=_key(item_id),
                 UpdateExpression=(
                     "SET #name = :name, description = :description, tags = :tags, "
-                    "version = version + :one, updatedAt = :now, updatedRegion = :region"
+                    "version = version + :one, updatedAt = :now, updatedRegion = :region, epoch = :epoch"
                 ),
                 ConditionExpression=Attr("pk").exists() & Attr("version").eq(expected_version),
                 ExpressionAttributeNames={"#name": "name"},
@@ -133,6 +156,7 @@ class ItemRepository:
                     ":one": 1,
                     ":now": self._clock(),
                     ":region": self._region,
+                    ":epoch": epoch,
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -174,6 +198,10 @@ class ItemRepository:
             details={"currentVersion": current.version, "updatedRegion": current.updatedRegion},
             headers={"ETag": etag(current.version)},
         )
+
+
+def is_idempotency_key(value: str) -> bool:
+    return bool(_IDEMPOTENCY_KEY.fullmatch(value))
 
 
 def etag(version: int) -> str:

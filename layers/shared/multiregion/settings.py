@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024
+DEFAULT_STATE_CACHE_TTL_SECONDS = 5
+APP_MODES = ("active-active", "active-passive")
 
 
 class ConfigurationError(RuntimeError):
@@ -26,10 +28,17 @@ class Settings:
     service_region: str
     config_parameter: str | None
     max_body_bytes: int
+    app_mode: str = "active-active"
+    state_cache_ttl: int = DEFAULT_STATE_CACHE_TTL_SECONDS
+    region_endpoints: tuple[tuple[str, str], ...] = ()
 
     @property
     def app_regions(self) -> tuple[str, str]:
         return (self.primary_region, self.secondary_region)
+
+    def endpoint(self, region: str) -> str | None:
+        """The public API endpoint of an app region, when the deployment names them."""
+        return dict(self.region_endpoints).get(region)
 
 
 def _required(name: str) -> str:
@@ -49,6 +58,25 @@ def _int(name: str, default: int) -> int:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
+def _endpoints(name: str) -> tuple[tuple[str, str], ...]:
+    """`region=url` pairs separated by commas (template parameter RegionEndpoints)."""
+    raw = os.environ.get(name, "").strip()
+    pairs = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        region, sep, url = part.partition("=")
+        if not sep or not region.strip() or not url.strip():
+            raise ConfigurationError(f"{name} must be region=url pairs separated by commas, got {part!r}")
+        pairs.append((region.strip(), url.strip()))
+    return tuple(pairs)
+
+
+def _mode(name: str) -> str:
+    value = os.environ.get(name, "").strip() or APP_MODES[0]
+    if value not in APP_MODES:
+        raise ConfigurationError(f"{name} must be one of {', '.join(APP_MODES)}, got {value!r}")
+    return value
+
+
 def get_settings() -> Settings:
     return Settings(
         region=_required("AWS_REGION"),
@@ -59,4 +87,7 @@ def get_settings() -> Settings:
         service_region=os.environ.get("SERVICE_REGION", "").strip(),
         config_parameter=os.environ.get("CONFIG_PARAMETER", "").strip() or None,
         max_body_bytes=_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        app_mode=_mode("APP_MODE"),
+        state_cache_ttl=_int("STATE_CACHE_TTL_SECONDS", DEFAULT_STATE_CACHE_TTL_SECONDS),
+        region_endpoints=_endpoints("REGION_ENDPOINTS"),
     )

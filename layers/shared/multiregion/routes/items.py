@@ -13,7 +13,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from multiregion import aws
 from multiregion.api import json_response
 from multiregion.errors import BadRequestError, PreconditionRequiredError
-from multiregion.items import ITEM_ID_PATTERN, ItemInput, ItemRepository, etag, parse_if_match
+from multiregion.fencing import ensure_writable
+from multiregion.items import (
+    IDEMPOTENCY_KEY_PATTERN,
+    ITEM_ID_PATTERN,
+    ItemInput,
+    ItemRepository,
+    etag,
+    is_idempotency_key,
+    parse_if_match,
+)
 from multiregion.settings import get_settings
 
 logger = Logger(child=True)
@@ -27,6 +36,18 @@ PAGE_LIMIT_MAX = 100
 def _repository() -> ItemRepository:
     settings = get_settings()
     return ItemRepository(aws.table(settings.table_name, settings.region), settings.region)
+
+
+def _writable_epoch() -> int:
+    """The epoch this write is accepted under; raises WriteFencedError (503) when fenced."""
+    return ensure_writable(get_settings()).epoch
+
+
+def _idempotency_key() -> str | None:
+    key = router.current_event.headers.get("Idempotency-Key")
+    if key is not None and not is_idempotency_key(key):
+        raise BadRequestError(f"Idempotency-Key must match {IDEMPOTENCY_KEY_PATTERN}")
+    return key
 
 
 def _if_match() -> int | None:
@@ -52,14 +73,17 @@ def _required_if_match() -> int:
 
 @router.post("/items")
 def create_item(item: ItemInput):
-    created = _repository().create(item)
+    key = _idempotency_key()
+    created, is_new = _repository().create(item, epoch=_writable_epoch(), idempotency_key=key)
+    headers = {"ETag": etag(created.version), "Location": f"/items/{created.id}"}
+    if not is_new:
+        logger.info("idempotent replay", extra={"item_id": created.id})
+        return json_response(
+            HTTPStatus.OK, {"item": created.model_dump()}, {**headers, "Idempotent-Replayed": "true"}
+        )
     metrics.add_metric(name="ItemsCreated", unit=MetricUnit.Count, value=1)
     logger.info("item created", extra={"item_id": created.id})
-    return json_response(
-        HTTPStatus.CREATED,
-        {"item": created.model_dump()},
-        {"ETag": etag(created.version), "Location": f"/items/{created.id}"},
-    )
+    return json_response(HTTPStatus.CREATED, {"item": created.model_dump()}, headers)
 
 
 @router.get("/items")
@@ -79,7 +103,7 @@ def get_item(item_id: ItemId):
 
 @router.put("/items/<item_id>")
 def replace_item(item_id: ItemId, item: ItemInput):
-    updated = _repository().replace(item_id, item, _required_if_match())
+    updated = _repository().replace(item_id, item, _required_if_match(), epoch=_writable_epoch())
     metrics.add_metric(name="ItemsReplaced", unit=MetricUnit.Count, value=1)
     logger.info("item replaced", extra={"item_id": item_id, "version": updated.version})
     return json_response(HTTPStatus.OK, {"item": updated.model_dump()}, {"ETag": etag(updated.version)})
@@ -87,7 +111,9 @@ def replace_item(item_id: ItemId, item: ItemInput):
 
 @router.delete("/items/<item_id>")
 def delete_item(item_id: ItemId):
-    _repository().delete(item_id, _if_match())
+    expected = _if_match()
+    _writable_epoch()
+    _repository().delete(item_id, expected)
     metrics.add_metric(name="ItemsDeleted", unit=MetricUnit.Count, value=1)
     logger.info("item deleted", extra={"item_id": item_id})
     return json_response(HTTPStatus.OK, {"deleted": item_id})

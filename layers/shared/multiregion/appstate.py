@@ -1,0 +1,267 @@
+"""Application state: who may write, under which epoch. The single source of truth for fencing.
+
+One record in the global table (`CONTROL` / `APP_STATE`). Only the failover and
+failback workflows change it, always through `save`, which is conditioned on the epoch
+the change was computed from: two executions racing from the same epoch cannot both
+win. Every change increments the epoch.
+
+States and the only transitions allowed (each one an operation below):
+
+    ACTIVE   --fence-->    FENCED     (the fenced region stops writing)
+    FAILOVER --fence-->    FENCED
+    FENCED   --promote-->  FAILOVER   (the recovery region writes alone)
+    FENCED   --activate--> ACTIVE     (back to the mode's normal writers: failback)
+    FENCED   --unfence-->  the state it was fenced from (an aborted workflow)
+
+Modes: in `active-active` every app region writes while ACTIVE; in `active-passive`
+only the primary does. No record yet means the initial state: ACTIVE at epoch 0.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from multiregion.clock import utc_now_iso
+from multiregion.control import CONTROL_PK
+from multiregion.errors import AppError
+
+StateName = Literal["ACTIVE", "FENCED", "FAILOVER"]
+Mode = Literal["active-active", "active-passive"]
+STATE_KEY = {"pk": CONTROL_PK, "sk": "APP_STATE"}
+
+
+class TransitionError(AppError):
+    """The requested change is not allowed from the current state."""
+
+    status = 409
+    code = "InvalidTransition"
+
+
+class StaleEpochError(AppError):
+    """Someone else changed the state since it was read: nothing was written."""
+
+    status = 409
+    code = "StaleEpoch"
+
+
+class WriteFencedError(AppError):
+    """This region may not take writes now; the client should retry at the writer."""
+
+    status = 503
+    code = "WriteFenced"
+
+
+class AppState(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    state: StateName
+    mode: Mode
+    writers: list[str]
+    primary: str
+    secondary: str
+    epoch: int
+    fencedRegion: str | None = None
+    fencedFrom: StateName | None = None
+    previousWriters: list[str] | None = None
+    reason: str = ""
+    changedBy: str = ""
+    executionId: str | None = None
+    changedAt: str = ""
+    lastFailoverAt: str | None = None
+    updatedRegion: str = ""
+
+    def can_write(self, region: str) -> bool:
+        return region in self.writers
+
+    def normal_writers(self) -> list[str]:
+        return [self.primary, self.secondary] if self.mode == "active-active" else [self.primary]
+
+
+def initial_state(primary: str, secondary: str, mode: Mode) -> AppState:
+    writers = [primary, secondary] if mode == "active-active" else [primary]
+    return AppState(state="ACTIVE", mode=mode, writers=writers, primary=primary, secondary=secondary, epoch=0)
+
+
+# --- Transitions: pure functions from one state to the next ---------------------------
+
+
+def _next(current: AppState, **changes: Any) -> AppState:
+    return current.model_copy(update={"epoch": current.epoch + 1, **changes})
+
+
+def fence(current: AppState, region: str) -> AppState:
+    if current.state not in ("ACTIVE", "FAILOVER"):
+        raise TransitionError(
+            f"cannot fence from {current.state} (epoch {current.epoch}): a workflow is under way"
+        )
+    if region not in (current.primary, current.secondary):
+        raise TransitionError(f"{region} is not an app region ({current.primary}, {current.secondary})")
+    return _next(
+        current,
+        state="FENCED",
+        writers=[w for w in current.writers if w != region],
+        fencedRegion=region,
+        fencedFrom=current.state,
+        previousWriters=list(current.writers),
+    )
+
+
+def promote(current: AppState, region: str) -> AppState:
+    if current.state != "FENCED":
+        raise TransitionError(f"can only promote from FENCED, not {current.state} (epoch {current.epoch})")
+    if region == current.fencedRegion:
+        raise TransitionError(f"{region} is the fenced region; promote the other one")
+    return _next(
+        current,
+        state="FAILOVER",
+        writers=[region],
+        fencedRegion=None,
+        fencedFrom=None,
+        previousWriters=None,
+    )
+
+
+def activate(current: AppState) -> AppState:
+    if current.state != "FENCED":
+        raise TransitionError(f"can only activate from FENCED, not {current.state} (epoch {current.epoch})")
+    return _next(
+        current,
+        state="ACTIVE",
+        writers=current.normal_writers(),
+        fencedRegion=None,
+        fencedFrom=None,
+        previousWriters=None,
+    )
+
+
+def unfence(current: AppState) -> AppState:
+    if current.state != "FENCED" or current.fencedFrom is None:
+        raise TransitionError(f"nothing to unfence in {current.state} (epoch {current.epoch})")
+    return _next(
+        current,
+        state=current.fencedFrom,
+        writers=list(current.previousWriters or []),
+        fencedRegion=None,
+        fencedFrom=None,
+        previousWriters=None,
+    )
+
+
+TRANSITIONS: dict[str, Callable[..., AppState]] = {
+    "fence": fence,
+    "promote": promote,
+    "activate": activate,
+    "unfence": unfence,
+}
+
+
+# --- Storage ------------------------------------------------------------------------
+
+
+def load(table: Any, default: AppState) -> AppState:
+    """The state in this replica (strongly consistent within the region)."""
+    record = table.get_item(Key=STATE_KEY, ConsistentRead=True).get("Item")
+    if record is None:
+        return default
+    return AppState.model_validate({**record, "epoch": int(record["epoch"])})
+
+
+def to_record(state: AppState) -> dict[str, Any]:
+    record = {**STATE_KEY, **state.model_dump(exclude_none=True)}
+    record["updatedAt"] = state.changedAt or utc_now_iso()
+    return record
+
+
+def stamp(state: AppState, *, reason: str, by: str, execution_id: str | None, region: str) -> AppState:
+    """Record who changed the state, why and where (the audit trail travels with it)."""
+    now = utc_now_iso()
+    changes: dict[str, Any] = {
+        "reason": reason,
+        "changedBy": by,
+        "executionId": execution_id,
+        "changedAt": now,
+        "updatedRegion": region,
+    }
+    if state.state == "FAILOVER":
+        changes["lastFailoverAt"] = now
+    return state.model_copy(update=changes)
+
+
+def save(table: Any, new: AppState, expected_epoch: int) -> None:
+    """Write `new` only if the stored epoch is still `expected_epoch` (epoch 0: no record yet)."""
+    if new.epoch != expected_epoch + 1:
+        raise ValueError(f"epoch must advance by one: {expected_epoch} -> {new.epoch}")
+    if expected_epoch == 0:
+        condition = "attribute_not_exists(pk) OR epoch = :expected"
+    else:
+        condition = "epoch = :expected"
+    try:
+        table.put_item(
+            Item=to_record(new),
+            ConditionExpression=condition,
+            ExpressionAttributeValues={":expected": expected_epoch},
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            raise StaleEpochError(
+                f"the state moved past epoch {expected_epoch} before this change was written",
+                details={"expectedEpoch": expected_epoch},
+            ) from None
+        raise
+
+
+def propagate(table: Any, new: AppState) -> bool:
+    """Copy a saved state into another replica now, rather than after replication.
+
+    Never moves a replica backwards: the write only lands where the epoch is older.
+    Returns False when the replica already has this epoch or a newer one."""
+    try:
+        table.put_item(
+            Item=to_record(new),
+            ConditionExpression="attribute_not_exists(pk) OR epoch < :epoch",
+            ExpressionAttributeValues={":epoch": new.epoch},
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+# --- The per-container cache the write path reads -------------------------------------
+
+
+class StateCache:
+    """At most one read of the state per TTL per container, whatever the request rate.
+
+    A write that passes the check may land up to one TTL after a fence was written;
+    the failover workflow's drain step waits out that TTL for exactly this reason."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[float, AppState]] = {}
+
+    def get(self, key: tuple[str, str], ttl: float, read: Callable[[], AppState]) -> AppState:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and now - entry[0] < ttl:
+                return entry[1]
+        state = read()
+        with self._lock:
+            self._entries[key] = (self._clock(), state)
+        return state
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+cache = StateCache()

@@ -1,0 +1,428 @@
+"""GlobalTableReplicator and S3Replicator against a real moto server (all regions, one port)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from sandbox.faults import FaultState
+from sandbox.replication import (
+    REPLICA_MARKER,
+    GlobalTableReplicator,
+    ReplicationRule,
+    S3Replicator,
+    _Delivery,
+)
+
+PRIMARY, SECONDARY = "ca-central-1", "us-west-2"
+REGIONS = [PRIMARY, SECONDARY]
+POLL = 0.05
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def factory(url: str, service: str) -> Callable[[str], Any]:
+    config = Config(
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=2,
+        read_timeout=10,
+        s3={"addressing_style": "path"},
+    )
+
+    def make(region: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=config,
+        )
+
+    return make
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+# DynamoDB ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def faults() -> FaultState:
+    return FaultState(REGIONS)
+
+
+@pytest.fixture
+def ddb(moto_url: str) -> dict[str, Any]:
+    make = factory(moto_url, "dynamodb")
+    return {region: make(region) for region in REGIONS}
+
+
+@pytest.fixture
+def table(ddb: dict[str, Any]) -> str:
+    name = f"items-{uuid.uuid4().hex[:8]}"
+    for client in ddb.values():
+        client.create_table(
+            TableName=name,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+    return name
+
+
+@pytest.fixture
+def replicator(moto_url: str, table: str, faults: FaultState) -> Iterator[GlobalTableReplicator]:
+    rep = GlobalTableReplicator(factory(moto_url, "dynamodb"), table, REGIONS, faults, poll_interval=POLL)
+    rep.start()
+    yield rep
+    rep.stop()
+    assert rep._thread is None
+
+
+def item(pk: str, at: str, region: str, version: int = 1, **extra: str) -> dict[str, Any]:
+    values = {
+        "pk": {"S": pk},
+        "sk": {"S": "item"},
+        "updatedAt": {"S": at},
+        "updatedRegion": {"S": region},
+        "version": {"N": str(version)},
+    }
+    values.update({name: {"S": value} for name, value in extra.items()})
+    return values
+
+
+def key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "item"}}
+
+
+def get(client: Any, table: str, pk: str) -> dict[str, Any] | None:
+    return client.get_item(TableName=table, Key=key(pk), ConsistentRead=True).get("Item")
+
+
+def test_insert_modify_remove_replicate_both_ways(
+    ddb: dict[str, Any], table: str, replicator: GlobalTableReplicator
+) -> None:
+    ca, us = ddb[PRIMARY], ddb[SECONDARY]
+    ca.put_item(TableName=table, Item=item("a", "2026-01-01T00:00:00.000Z", PRIMARY, name="first"))
+    us.put_item(TableName=table, Item=item("b", "2026-01-01T00:00:00.000Z", SECONDARY))
+    assert replicator.wait_until_idle(10)
+    assert get(us, table, "a") == item("a", "2026-01-01T00:00:00.000Z", PRIMARY, name="first")
+    assert get(ca, table, "b") is not None
+
+    us.put_item(TableName=table, Item=item("a", "2026-01-01T00:00:01.000Z", SECONDARY, 2, name="second"))
+    assert replicator.wait_until_idle(10)
+    assert get(ca, table, "a")["name"] == {"S": "second"}
+
+    ca.delete_item(TableName=table, Key=key("a"))
+    us.delete_item(TableName=table, Key=key("b"))
+    assert replicator.wait_until_idle(10)
+    for client in (ca, us):
+        assert get(client, table, "a") is None
+        assert get(client, table, "b") is None
+    stats = replicator.stats()
+    assert stats["pending"] == 0
+    assert set(stats["lastDelaySeconds"]) == {f"{PRIMARY}->{SECONDARY}", f"{SECONDARY}->{PRIMARY}"}
+
+
+def test_older_write_never_overwrites_newer_and_ties_go_to_higher_region(
+    ddb: dict[str, Any], table: str, faults: FaultState, replicator: GlobalTableReplicator
+) -> None:
+    ca, us = ddb[PRIMARY], ddb[SECONDARY]
+    faults.pause_replication()  # make the two writes concurrent
+    ca.put_item(TableName=table, Item=item("x", "2026-01-01T00:00:05.000Z", PRIMARY, name="newer"))
+    us.put_item(TableName=table, Item=item("x", "2026-01-01T00:00:04.999Z", SECONDARY, name="older"))
+    # Same timestamp: updatedRegion decides, and "us-west-2" > "ca-central-1".
+    ca.put_item(TableName=table, Item=item("t", "2026-01-01T00:00:00.000Z", PRIMARY, name="ca"))
+    us.put_item(TableName=table, Item=item("t", "2026-01-01T00:00:00.000Z", SECONDARY, name="us"))
+    faults.resume_replication()
+    assert replicator.wait_until_idle(10)
+    for client in (ca, us):
+        assert get(client, table, "x")["name"] == {"S": "newer"}
+        assert get(client, table, "t")["name"] == {"S": "us"}
+
+
+def test_condition_keeps_lww_when_a_local_write_races_the_delivery(
+    ddb: dict[str, Any], table: str, moto_url: str, faults: FaultState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rep = GlobalTableReplicator(factory(moto_url, "dynamodb"), table, REGIONS, faults, poll_interval=POLL)
+    target = rep._ddb(SECONDARY)
+    target.put_item(TableName=table, Item=item("r", "2026-01-01T00:00:09.000Z", SECONDARY, name="local"))
+    # The replicator's read happened before the local write: it saw no item.
+    monkeypatch.setattr(target, "get_item", lambda **_: {})
+    stale = _Delivery(
+        source=PRIMARY,
+        target=SECONDARY,
+        event="INSERT",
+        keys=key("r"),
+        new_image=item("r", "2026-01-01T00:00:08.000Z", PRIMARY, name="remote"),
+        old_image=None,
+        written_at=time.time(),
+        due_base=time.monotonic(),
+        sequence="1",
+    )
+    assert rep._apply(stale) is False
+    assert get(ddb[SECONDARY], table, "r")["name"] == {"S": "local"}
+
+
+def test_delete_loses_to_a_later_write_in_the_other_region(
+    ddb: dict[str, Any], table: str, faults: FaultState, replicator: GlobalTableReplicator
+) -> None:
+    ca, us = ddb[PRIMARY], ddb[SECONDARY]
+    ca.put_item(TableName=table, Item=item("d", "2026-01-01T00:00:00.000Z", PRIMARY))
+    assert replicator.wait_until_idle(10)
+    faults.pause_replication()
+    ca.delete_item(TableName=table, Key=key("d"))
+    us.put_item(TableName=table, Item=item("d", "2099-01-01T00:00:00.000Z", SECONDARY, 2, name="kept"))
+    faults.resume_replication()
+    assert replicator.wait_until_idle(10)
+    for client in (ca, us):
+        assert get(client, table, "d")["name"] == {"S": "kept"}
+
+
+def test_replicated_writes_do_not_ping_pong(
+    ddb: dict[str, Any], table: str, replicator: GlobalTableReplicator
+) -> None:
+    for n in range(5):
+        ddb[PRIMARY].put_item(TableName=table, Item=item(f"p{n}", "2026-01-01T00:00:00.000Z", PRIMARY))
+        ddb[SECONDARY].put_item(TableName=table, Item=item(f"s{n}", "2026-01-01T00:00:00.000Z", SECONDARY))
+    # Control records have no timestamp to compare, so only echo detection stops them.
+    ddb[PRIMARY].put_item(TableName=table, Item={**key("ctl-ca"), "value": {"S": "ca"}})
+    ddb[SECONDARY].put_item(TableName=table, Item={**key("ctl-us"), "value": {"S": "us"}})
+    assert replicator.wait_until_idle(10)
+    assert replicator.stats()["applied"] == 12  # each write once into the other region, never back
+    time.sleep(0.5)  # ten poll intervals: an echo loop would show up here
+    assert replicator.stats()["applied"] == 12
+    assert replicator.stats()["pending"] == 0
+    assert replicator.wait_until_idle(2)
+
+
+def test_lag_delays_delivery_and_applies_to_the_backlog(
+    ddb: dict[str, Any], table: str, faults: FaultState, replicator: GlobalTableReplicator
+) -> None:
+    faults.set_replication_lag(5.0)
+    written = time.monotonic()
+    ddb[PRIMARY].put_item(TableName=table, Item=item("lag", "2026-01-01T00:00:00.000Z", PRIMARY))
+    time.sleep(0.4)
+    assert get(ddb[SECONDARY], table, "lag") is None
+    assert replicator.stats()["pending"] == 1
+    faults.set_replication_lag(1.0)  # a shorter lag releases what is already waiting
+    assert wait_for(lambda: get(ddb[SECONDARY], table, "lag") is not None, timeout=5)
+    elapsed = time.monotonic() - written
+    assert 0.95 <= elapsed < 3.0  # the record's time has millisecond precision
+    assert replicator.stats()["lastDelaySeconds"][f"{PRIMARY}->{SECONDARY}"] >= 0.95
+
+
+def test_pause_keeps_the_backlog_until_resume(
+    ddb: dict[str, Any], table: str, faults: FaultState, replicator: GlobalTableReplicator
+) -> None:
+    faults.pause_replication()
+    ddb[PRIMARY].put_item(TableName=table, Item=item("p", "2026-01-01T00:00:00.000Z", PRIMARY))
+    assert not replicator.wait_until_idle(0.5)
+    assert get(ddb[SECONDARY], table, "p") is None
+    assert replicator.stats()["pending"] == 1
+    faults.resume_replication()
+    assert replicator.wait_until_idle(10)
+    assert get(ddb[SECONDARY], table, "p") is not None
+
+
+def test_region_down_keeps_backlog_and_delivers_in_order_after_heal(
+    ddb: dict[str, Any], table: str, faults: FaultState, replicator: GlobalTableReplicator
+) -> None:
+    faults.region_down(SECONDARY)
+    # Control records (no updatedAt) are last-delivered-wins, so only stream order
+    # makes the final value "3".
+    for n in (1, 2, 3):
+        ddb[PRIMARY].put_item(TableName=table, Item={**key("ctl"), "value": {"S": str(n)}})
+    assert wait_for(lambda: replicator.stats()["pending"] == 3, timeout=5)
+    time.sleep(0.3)
+    assert get(ddb[SECONDARY], table, "ctl") is None
+    assert not replicator.wait_until_idle(0.2)
+    faults.heal(SECONDARY)
+    assert replicator.wait_until_idle(10)
+    assert get(ddb[SECONDARY], table, "ctl")["value"] == {"S": "3"}
+    assert replicator.stats()["applied"] == 3
+
+
+def test_unreachable_region_is_retried_not_fatal(
+    ddb: dict[str, Any], table: str, faults: FaultState, caplog: pytest.LogCaptureFixture
+) -> None:
+    # us-west-2's client points at a closed port: errors are logged and retried.
+    good = factory(ddb[PRIMARY].meta.endpoint_url, "dynamodb")
+    dead = factory("http://127.0.0.1:9", "dynamodb")
+
+    def make(region: str) -> Any:
+        return (good if region == PRIMARY else dead)(region)
+
+    rep = GlobalTableReplicator(make, table, REGIONS, faults, poll_interval=POLL)
+    with caplog.at_level(logging.WARNING, logger="sandbox.replication"):
+        rep.start()
+        try:
+            ddb[PRIMARY].put_item(TableName=table, Item=item("u", "2026-01-01T00:00:00.000Z", PRIMARY))
+            assert wait_for(lambda: "region=us-west-2" in caplog.text, timeout=10)
+            assert rep._thread is not None and rep._thread.is_alive()
+            assert not rep.wait_until_idle(0.3)
+        finally:
+            rep.stop()
+    assert rep.stats()["errors"] >= 1
+
+
+def test_works_in_process_with_mock_aws(faults: FaultState) -> None:
+    with mock_aws():
+        clients = {r: boto3.client("dynamodb", region_name=r) for r in REGIONS}
+        for client in clients.values():
+            client.create_table(
+                TableName="items",
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            )
+        rep = GlobalTableReplicator(
+            lambda r: boto3.client("dynamodb", region_name=r), "items", REGIONS, faults, POLL
+        )
+        rep.start()
+        try:
+            clients[SECONDARY].put_item(
+                TableName="items", Item=item("m", "2026-01-01T00:00:00.000Z", SECONDARY)
+            )
+            assert rep.wait_until_idle(10)
+        finally:
+            rep.stop()
+        assert get(clients[PRIMARY], "items", "m") is not None
+
+
+# S3 ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(moto_url: str) -> dict[str, Any]:
+    make = factory(moto_url, "s3")
+    return {region: make(region) for region in REGIONS}
+
+
+@pytest.fixture
+def buckets(s3: dict[str, Any]) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    names = {PRIMARY: f"photos-ca-{suffix}", SECONDARY: f"photos-us-{suffix}"}
+    for region, name in names.items():
+        s3[region].create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+    return names
+
+
+@pytest.fixture
+def s3_replicator(moto_url: str, buckets: dict[str, str], faults: FaultState) -> Iterator[S3Replicator]:
+    rules = [
+        ReplicationRule(PRIMARY, buckets[PRIMARY], SECONDARY, buckets[SECONDARY], prefix="photos/"),
+        ReplicationRule(SECONDARY, buckets[SECONDARY], PRIMARY, buckets[PRIMARY], prefix="photos/"),
+    ]
+    rep = S3Replicator(factory(moto_url, "s3"), rules, faults, poll_interval=POLL)
+    rep.start()
+    yield rep
+    rep.stop()
+
+
+def read(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key)
+    except client.exceptions.NoSuchKey:
+        return None
+    return {"body": obj["Body"].read(), "type": obj["ContentType"], "meta": obj["Metadata"]}
+
+
+def test_s3_copies_both_ways_with_metadata_and_never_copies_back(
+    s3: dict[str, Any], buckets: dict[str, str], s3_replicator: S3Replicator
+) -> None:
+    ca, us = s3[PRIMARY], s3[SECONDARY]
+    ca.put_object(
+        Bucket=buckets[PRIMARY],
+        Key="photos/a.jpg",
+        Body=b"jpeg-a",
+        ContentType="image/jpeg",
+        Metadata={"owner": "alice"},
+    )
+    us.put_object(Bucket=buckets[SECONDARY], Key="photos/b.png", Body=b"png-b", ContentType="image/png")
+    ca.put_object(Bucket=buckets[PRIMARY], Key="private/c.txt", Body=b"not in the rule's prefix")
+    assert s3_replicator.wait_until_idle(10)
+
+    assert read(us, buckets[SECONDARY], "photos/a.jpg") == {
+        "body": b"jpeg-a",
+        "type": "image/jpeg",
+        "meta": {"owner": "alice", REPLICA_MARKER: "true"},
+    }
+    assert read(ca, buckets[PRIMARY], "photos/b.png")["body"] == b"png-b"
+    assert read(us, buckets[SECONDARY], "private/c.txt") is None
+    # The originals are untouched: no replica was copied back over them.
+    assert read(ca, buckets[PRIMARY], "photos/a.jpg")["meta"] == {"owner": "alice"}
+    assert read(us, buckets[SECONDARY], "photos/b.png")["meta"] == {}
+    time.sleep(0.4)
+    assert s3_replicator.stats()["applied"] == 2
+
+    ca.put_object(Bucket=buckets[PRIMARY], Key="photos/a.jpg", Body=b"jpeg-a-v2", ContentType="image/jpeg")
+    assert s3_replicator.wait_until_idle(10)
+    assert read(us, buckets[SECONDARY], "photos/a.jpg")["body"] == b"jpeg-a-v2"
+    assert s3_replicator.stats()["applied"] == 3
+
+
+def test_s3_honours_down_pause_and_lag(
+    s3: dict[str, Any], buckets: dict[str, str], faults: FaultState, s3_replicator: S3Replicator
+) -> None:
+    ca, us = s3[PRIMARY], s3[SECONDARY]
+    faults.region_down(SECONDARY)
+    ca.put_object(Bucket=buckets[PRIMARY], Key="photos/down.jpg", Body=b"1")
+    assert not s3_replicator.wait_until_idle(0.4)
+    assert read(us, buckets[SECONDARY], "photos/down.jpg") is None
+    faults.pause_replication()
+    faults.heal(SECONDARY)
+    assert not s3_replicator.wait_until_idle(0.3)
+    assert read(us, buckets[SECONDARY], "photos/down.jpg") is None
+    faults.resume_replication()
+    assert s3_replicator.wait_until_idle(10)
+    assert read(us, buckets[SECONDARY], "photos/down.jpg")["body"] == b"1"
+
+    faults.set_replication_lag(1.0)
+    written = time.monotonic()
+    ca.put_object(Bucket=buckets[PRIMARY], Key="photos/lag.jpg", Body=b"2")
+    time.sleep(0.4)
+    assert read(us, buckets[SECONDARY], "photos/lag.jpg") is None
+    assert wait_for(lambda: read(us, buckets[SECONDARY], "photos/lag.jpg") is not None, timeout=5)
+    assert time.monotonic() - written >= 1.0
