@@ -56,13 +56,16 @@ class _NoManagedPolicies:
 
 
 def _with_s3_code(sam: dict[str, Any]) -> dict[str, Any]:
-    """The translator accepts only s3:// code locations, as after `sam package`."""
+    """The translator accepts only s3:// code locations, as after `sam package`;
+    state machine definitions are inlined, as the definition file says."""
     sam = copy.deepcopy(sam)
     for name, resource in sam["Resources"].items():
         props = resource.get("Properties", {})
         for field in ("CodeUri", "ContentUri"):
             if isinstance(props.get(field), str):
                 props[field] = f"s3://tests-artifacts/{name}.zip"
+        if isinstance(props.get("DefinitionUri"), str):
+            props["Definition"] = json.loads((ROOT / props.pop("DefinitionUri")).read_text())
     return sam
 
 

@@ -20,6 +20,11 @@ _clients: dict[tuple[Any, ...], Any] = {}
 # Lambda functions call AWS services that answer in milliseconds; fail fast and let the
 # caller (API client, Step Functions) retry rather than hold the invocation.
 DEFAULT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+# Calls into another region during a failover: that region may be the sick one, so a
+# short wait and a second try, then the workflow decides (force, or fail cleanly).
+CROSS_REGION_CONFIG = Config(
+    connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2}
+)
 
 
 def client(service: str, region: str, config: Config | None = None) -> Any:
