@@ -33,7 +33,8 @@ MAX_REPLICATION_LAG_SECONDS = 3600.0
 # Command name -> (argument names, help text). The order is the order shown in errors.
 _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "region-down": (("REGION",), "make every API call to REGION fail with 503"),
-    "heal": (("REGION",), "end region-down and health-fail for REGION"),
+    "api-down": (("REGION",), "make REGION's app API fail with 503 (its AWS services still answer)"),
+    "heal": (("REGION",), "end region-down, api-down and health-fail for REGION"),
     "health-fail": (("REGION",), "make REGION's health check fail (API still serves)"),
     "replication-lag": (("SECONDS",), "delay cross-region replication by SECONDS"),
     "replication-pause": ((), "stop delivering replication (backlog is kept)"),
@@ -62,6 +63,7 @@ class FaultState:
             raise FaultError("FaultState needs at least one region")
         self._lock = threading.Lock()
         self._down: set[str] = set()
+        self._api_down: set[str] = set()
         self._health_failed: set[str] = set()
         self._lag = 0.0
         self._paused = False
@@ -81,16 +83,27 @@ class FaultState:
         with self._lock:
             self._down.add(self._check_region(region))
 
+    def api_down(self, region: str) -> None:
+        """Only the region's app API (API Gateway, its functions) fails: its data stays readable."""
+        with self._lock:
+            self._api_down.add(self._check_region(region))
+
     def heal(self, region: str) -> None:
-        """End an outage and a forced health-check failure for ``region``."""
+        """End an outage, an API outage and a forced health-check failure for ``region``."""
         with self._lock:
             self._check_region(region)
             self._down.discard(region)
+            self._api_down.discard(region)
             self._health_failed.discard(region)
 
     def is_down(self, region: str) -> bool:
         with self._lock:
             return region in self._down
+
+    def is_api_down(self, region: str) -> bool:
+        """True when the region's app API must fail: an API outage or a whole-region one."""
+        with self._lock:
+            return region in self._api_down or region in self._down
 
     def health_fail(self, region: str) -> None:
         with self._lock:
@@ -144,6 +157,7 @@ class FaultState:
             return {
                 "regions": list(self._regions),
                 "down": [r for r in self._regions if r in self._down],
+                "apiDown": [r for r in self._regions if r in self._api_down],
                 "healthFailed": [r for r in self._regions if r in self._health_failed],
                 "replication": {"lagSeconds": self._lag, "paused": self._paused},
             }
@@ -162,6 +176,7 @@ class FaultState:
         args = [arg.strip().lower() for arg in args]  # region codes are lower case
         actions: dict[str, Callable[[], None]] = {
             "region-down": lambda: self.region_down(args[0]),
+            "api-down": lambda: self.api_down(args[0]),
             "heal": lambda: self.heal(args[0]),
             "health-fail": lambda: self.health_fail(args[0]),
             "replication-lag": lambda: self.set_replication_lag(_parse_seconds(args[0])),

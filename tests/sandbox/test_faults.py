@@ -175,3 +175,14 @@ def test_middleware_in_front_of_moto(outage_moto: str, faults: FaultState) -> No
     assert requests.get(f"{outage_moto}/moto-api/data.json", timeout=5).status_code == 200
     faults.heal(PRIMARY)
     assert "TableNames" in ddb(PRIMARY).list_tables()
+
+
+def test_api_down_fails_the_app_api_but_not_the_regions_services(faults: FaultState) -> None:
+    snapshot = faults.apply_command("api-down", [PRIMARY])
+
+    assert snapshot["apiDown"] == [PRIMARY]
+    assert faults.is_api_down(PRIMARY) and not faults.is_down(PRIMARY)
+    assert not faults.is_api_down(SECONDARY)
+    faults.region_down(SECONDARY)
+    assert faults.is_api_down(SECONDARY)  # a whole-region outage takes the API with it
+    assert faults.apply_command("heal", [PRIMARY])["apiDown"] == []

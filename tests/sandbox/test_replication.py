@@ -236,9 +236,9 @@ def test_lag_delays_delivery_and_applies_to_the_backlog(
     faults.set_replication_lag(5.0)
     written = time.monotonic()
     ddb[PRIMARY].put_item(TableName=table, Item=item("lag", "2026-01-01T00:00:00.000Z", PRIMARY))
-    time.sleep(0.4)
+    # Read from the stream (pending), yet not delivered: the lag holds it.
+    assert wait_for(lambda: replicator.stats()["pending"] == 1, timeout=4)
     assert get(ddb[SECONDARY], table, "lag") is None
-    assert replicator.stats()["pending"] == 1
     faults.set_replication_lag(1.0)  # a shorter lag releases what is already waiting
     assert wait_for(lambda: get(ddb[SECONDARY], table, "lag") is not None, timeout=5)
     elapsed = time.monotonic() - written

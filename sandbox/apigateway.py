@@ -1,0 +1,227 @@
+"""API Gateway, locally: each app region's REST API on its own localhost port.
+
+Requests are matched against the routes of the functions' `Api` events (literal path
+segments beat `{parameters}`, as API Gateway matches) and handed to the in-process
+function as the REST proxy event API Gateway sends; the proxy response becomes the
+HTTP response. The stage is part of the path, as in the execute-api URL:
+http://127.0.0.1:PORT/v1/items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sandbox.cloud import ACCOUNT_ID, check_port_free
+from sandbox.deploy import Route
+from sandbox.faults import FaultState
+from sandbox.functions import FunctionError, Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class _CompiledRoute:
+    def __init__(self, route: Route):
+        self.route = route
+        parts = route.path.strip("/").split("/") if route.path.strip("/") else []
+        self.literals = sum(1 for p in parts if not p.startswith("{"))
+        pattern = "".join(
+            f"/(?P<{p[1:-1].rstrip('+')}>.+)"
+            if p.endswith("+}")
+            else f"/(?P<{p[1:-1]}>[^/]+)"
+            if p.startswith("{")
+            else "/" + re.escape(p)
+            for p in parts
+        )
+        self.regex = re.compile(f"^{pattern or '/'}$")
+
+
+class RegionalApi:
+    def __init__(
+        self,
+        region: str,
+        routes: list[Route],
+        runtime: Runtime,
+        faults: FaultState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        stage: str = "v1",
+    ):
+        self.region, self.runtime, self.faults, self.stage = region, runtime, faults, stage
+        self.api_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"sandbox-{region}").hex[:10]
+        # Most specific first: more literal segments, then longer templates.
+        self.routes = sorted(
+            (_CompiledRoute(r) for r in routes), key=lambda c: (-c.literals, -len(c.route.path))
+        )
+        check_port_free(host, port, f"{region} API")
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/{self.stage}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"api-{self.region}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for compiled in self.routes:
+            if compiled.route.method not in (method, "ANY"):
+                continue
+            found = compiled.regex.match(path)
+            if found:
+                return compiled.route, found.groupdict()
+        return None
+
+    def proxy_event(
+        self,
+        method: str,
+        route: Route,
+        path: str,
+        params: dict[str, str],
+        query: str,
+        headers: dict[str, list[str]],
+        body: bytes | None,
+        source_ip: str,
+    ) -> dict[str, Any]:
+        """The REST API proxy integration event, field for field."""
+        multi_query = parse_qs(query, keep_blank_values=True) if query else {}
+        now = datetime.now(UTC)
+        request_id = str(uuid.uuid4())
+        text = body.decode("utf-8") if body else None
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": method,
+            "headers": {k: v[-1] for k, v in headers.items()} or None,
+            "multiValueHeaders": headers or None,
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourceId": uuid.uuid5(uuid.NAMESPACE_URL, route.path).hex[:6],
+                "resourcePath": route.path,
+                "httpMethod": method,
+                "extendedRequestId": uuid.uuid4().hex[:16],
+                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "path": f"/{self.stage}{path}",
+                "accountId": ACCOUNT_ID,
+                "protocol": "HTTP/1.1",
+                "stage": self.stage,
+                "domainPrefix": self.api_id,
+                "requestTimeEpoch": int(now.timestamp() * 1000),
+                "requestId": request_id,
+                "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", [None])[-1]},
+                "domainName": f"{self.api_id}.execute-api.{self.region}.amazonaws.com",
+                "apiId": self.api_id,
+            },
+            "body": text,
+            "isBase64Encoded": False,
+        }
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                started = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                url = urlsplit(self.path)
+                method = self.command.upper()
+                if api.faults.is_api_down(api.region):
+                    self._send(
+                        503, {"message": f"Service Unavailable: {api.region} is down (sandbox fault)"}, {}
+                    )
+                    return
+                prefix = f"/{api.stage}"
+                path = url.path[len(prefix) :] if url.path.startswith(prefix + "/") else None
+                matched = api.match(method, path) if path else None
+                if matched is None:
+                    message = f"no such route: {method} {url.path}"
+                    self._send(404, {"code": "NotFound", "message": message, "region": api.region}, {})
+                    return
+                route, params = matched
+                headers: dict[str, list[str]] = {}
+                for key, value in self.headers.items():
+                    headers.setdefault(key, []).append(value)
+                event = api.proxy_event(
+                    method, route, path, params, url.query, headers, body, self.client_address[0]
+                )
+                try:
+                    result = api.runtime.invoke(api.region, route.logical_id, event)
+                except FunctionError as error:
+                    logger.warning(
+                        "%s %s in %s: %s", method, url.path, api.region, error.payload["errorMessage"]
+                    )
+                    self._send(502, {"message": "Internal server error"}, {})
+                    return
+                self._respond(result)
+                logger.debug(
+                    "%s %s -> %s in %.1f ms",
+                    method,
+                    url.path,
+                    result.get("statusCode"),
+                    (time.monotonic() - started) * 1000,
+                )
+
+            def _respond(self, result: dict[str, Any]) -> None:
+                headers: dict[str, list[str]] = {}
+                for key, value in (result.get("headers") or {}).items():
+                    headers.setdefault(key, []).append(str(value))
+                for key, values in (result.get("multiValueHeaders") or {}).items():
+                    headers[key] = [str(v) for v in values]
+                payload = (result.get("body") or "").encode("utf-8")
+                self.send_response(int(result.get("statusCode", 200)))
+                for key, values in headers.items():
+                    if key.lower() not in ("content-length", "connection"):
+                        for value in values:
+                            self.send_header(key, value)
+                self.send_header("X-Sandbox-Region", api.region)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Sandbox-Region", api.region)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("%s: " + format, api.region, *args)
+
+        return Handler

@@ -1,0 +1,87 @@
+"""The sandbox's AWS: one in-process moto server for every region.
+
+It is a real HTTP endpoint, so the `aws` CLI and boto3 in other processes can use it
+too. Its WSGI app is wrapped in `OutageMiddleware`, so a region that is down fails its
+AWS calls as an outage would. moto runs Step Functions definitions (not just stores
+them) and uses its Docker-free Lambda backend, which `sandbox.functions` connects to the
+in-process handlers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from moto.core.config import default_user_config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from sandbox.faults import FaultState, OutageMiddleware
+
+CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+ACCOUNT_ID = "123456789012"  # moto's default account
+
+
+class PortInUseError(RuntimeError):
+    pass
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Fail early, naming the port and what wanted it, rather than deep inside a server."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUseError(
+                f"port {port} ({what}) is already in use: stop what holds it or choose another port"
+            ) from None
+
+
+class Cloud:
+    def __init__(self, faults: FaultState, host: str = "127.0.0.1", port: int = 4566):
+        self.faults = faults
+        self.host = host
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        check_port_free(self.host, self.port, "AWS endpoint")
+        # Run state machines for real; Lambda without Docker (the sandbox runs handlers).
+        default_user_config["stepfunctions"] = {"execute_state_machine": True}
+        default_user_config["lambda"] = {"use_docker": False}
+        app = OutageMiddleware(DomainDispatcherApplication(create_backend_app), self.faults)
+        self._server = make_server(
+            self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self.port = self._server.server_address[1]
+        # moto's Step Functions calls Lambda and DynamoDB at localhost:$MOTO_PORT.
+        os.environ["MOTO_PORT"] = str(self.port)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def client(self, service: str, region: str, **config: Any) -> Any:
+        return boto3.session.Session().client(
+            service,
+            region_name=region,
+            endpoint_url=self.url,
+            config=Config(**{"retries": {"max_attempts": 2, "mode": "standard"}, **config}),
+            **CREDENTIALS,
+        )

@@ -1,0 +1,367 @@
+"""Deploy template.yaml into the sandbox's regions, the way `sam deploy` would.
+
+For each samconfig.toml environment (primary, then secondary, then service): package
+the code into the region's artifact bucket, transform SAM to CloudFormation with
+aws-sam-translator, create the stack with moto's CloudFormation. Where moto falls
+short, a named adapter below closes the gap; each says what AWS does that moto doesn't.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import re
+import time
+import tomllib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from sandbox.cloud import ACCOUNT_ID, Cloud
+from sandbox.functions import FunctionSpec, Runtime
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("primary", "secondary", "service")
+API_RESOURCE_TYPES = {
+    "AWS::ApiGateway::RestApi",
+    "AWS::ApiGateway::Deployment",
+    "AWS::ApiGateway::Stage",
+    "AWS::ApiGateway::DomainName",
+    "AWS::ApiGateway::BasePathMapping",
+}
+
+
+@dataclass
+class Environment:
+    """One samconfig.toml environment: where and with what parameters a role deploys."""
+
+    role: str
+    region: str
+    stack_name: str
+    parameters: dict[str, str]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # API Gateway path template, e.g. /items/{id}
+    logical_id: str
+
+
+@dataclass
+class Deployment:
+    environment: Environment
+    outputs: dict[str, str] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def is_app_region(self) -> bool:
+        return self.environment.role in ("primary", "secondary")
+
+
+def read_samconfig(path: Path, overrides: dict[str, str] | None = None) -> list[Environment]:
+    config = tomllib.loads(path.read_text())
+    environments = []
+    for role in ROLES:
+        section = config.get(role)
+        if section is None:
+            raise ValueError(
+                f"{path} has no [{role}] environment; the sandbox deploys primary, secondary, service"
+            )
+        deploy = section.get("deploy", {}).get("parameters", {})
+        stack = deploy.get("stack_name") or section.get("global", {}).get("parameters", {}).get("stack_name")
+        raw = deploy.get("parameter_overrides", "")
+        pairs = raw if isinstance(raw, list) else raw.split()
+        parameters = dict(pair.split("=", 1) for pair in pairs)
+        parameters.update(overrides or {})
+        environments.append(Environment(role, deploy["region"], stack, parameters))
+    return environments
+
+
+def _zip_dir(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(folder))
+    return buffer.getvalue()
+
+
+def _references(value: Any, names: set[str]) -> bool:
+    text = json.dumps(value)
+    return any(
+        re.search(rf'"{re.escape(n)}(\.[A-Za-z]+)?"|\$\{{{re.escape(n)}(\.[A-Za-z]+)?\}}', text)
+        for n in names
+    )
+
+
+class Deployer:
+    def __init__(self, root: Path, cloud: Cloud, runtime: Runtime):
+        self.root = root
+        self.cloud = cloud
+        self.runtime = runtime
+        self.sam = yaml_parse((root / "template.yaml").read_text())
+
+    # --- SAM → CloudFormation ----------------------------------------------------------
+
+    def _package(self, env: Environment) -> dict[str, Any]:
+        """Code into the region's artifact bucket, as `sam package` does (moto stores it)."""
+        sam = copy.deepcopy(self.sam)
+        s3 = self.cloud.client("s3", env.region)
+        bucket = f"sandbox-artifacts-{env.region}"
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": env.region})
+        for name, resource in sam["Resources"].items():
+            props = resource.get("Properties", {})
+            for field_name in ("CodeUri", "ContentUri"):
+                if isinstance(props.get(field_name), str):
+                    s3.put_object(
+                        Bucket=bucket, Key=f"{name}.zip", Body=_zip_dir(self.root / props[field_name])
+                    )
+                    props[field_name] = f"s3://{bucket}/{name}.zip"
+            if isinstance(props.get("DefinitionUri"), str):
+                props["Definition"] = json.loads((self.root / props.pop("DefinitionUri")).read_text())
+        return sam
+
+    def _transform(self, sam: dict[str, Any], env: Environment) -> dict[str, Any]:
+        class NoManagedPolicies:
+            def load(self) -> dict[str, str]:
+                return {}
+
+        os.environ.setdefault("AWS_DEFAULT_REGION", env.region)
+        return transform(sam, {"AWS::Region": env.region}, NoManagedPolicies())
+
+    # --- Adapters: what moto's CloudFormation does not do ------------------------------------
+
+    def _create_global_table(self, cfn: dict[str, Any], env: Environment) -> None:
+        """AWS::DynamoDB::GlobalTable: moto skips the type. Create a table with the same
+        definition in every replica region; sandbox.replication replicates between them."""
+        for name, resource in cfn["Resources"].items():
+            if resource["Type"] != "AWS::DynamoDB::GlobalTable":
+                continue
+            props = resource["Properties"]
+            table = self._resolve(props["TableName"], env)
+            for replica in props["Replicas"]:
+                region = self._resolve(replica["Region"], env)
+                kwargs: dict[str, Any] = {
+                    "TableName": table,
+                    "AttributeDefinitions": props["AttributeDefinitions"],
+                    "KeySchema": props["KeySchema"],
+                    "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+                    "StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]},
+                }
+                if props.get("GlobalSecondaryIndexes"):
+                    kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+                self.cloud.client("dynamodb", region).create_table(**kwargs)
+                logger.info("global table %s: replica in %s (%s)", table, region, name)
+
+    def _resolve(self, value: Any, env: Environment) -> str:
+        if isinstance(value, dict) and "Ref" in value:
+            ref = value["Ref"]
+            if ref == "AWS::Region":
+                return env.region
+            return env.parameters.get(ref) or str(self.sam["Parameters"][ref].get("Default", ""))
+        return str(value)
+
+    def _strip(self, cfn: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Take out what the sandbox provides itself, with everything that refers to it:
+        - API Gateway: served by sandbox.apigateway from the functions' Api events (moto
+          ignores the OpenAPI body SAM generates, so its REST API would have no methods);
+        - state machines: moto's CloudFormation puts them where its interpreter cannot run
+          them and ignores DefinitionSubstitutions; they are created through the API;
+        - the global table (created by `_create_global_table`)."""
+        cfn = copy.deepcopy(cfn)
+        removed = {
+            name
+            for name, r in cfn["Resources"].items()
+            if r["Type"] in API_RESOURCE_TYPES
+            or r["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::DynamoDB::GlobalTable")
+        }
+        machines = {
+            n: cfn["Resources"][n] for n in removed if cfn["Resources"][n]["Type"].endswith("StateMachine")
+        }
+        changed = True
+        while changed:  # whatever refers to a removed resource goes too (permissions, mappings)
+            changed = False
+            for name, resource in list(cfn["Resources"].items()):
+                if (
+                    name not in removed
+                    and _references(resource, removed)
+                    and resource["Type"]
+                    not in (
+                        "AWS::Lambda::Function",
+                        "AWS::IAM::Role",
+                    )
+                ):
+                    removed.add(name)
+                    changed = True
+        for name in removed:
+            cfn["Resources"].pop(name, None)
+        cfn["Outputs"] = {k: v for k, v in cfn.get("Outputs", {}).items() if not _references(v, removed)}
+        return cfn, machines
+
+    def _create_state_machines(
+        self, machines: dict[str, dict[str, Any]], env: Environment, stack: str
+    ) -> dict:
+        """Create each state machine through the Step Functions API, substitutions applied,
+        with the role CloudFormation made for it."""
+        resources = self._stack_resources(env, stack)
+        outputs = {}
+        sfn = self.cloud.client("stepfunctions", env.region)
+        for name, resource in machines.items():
+            if not self._condition_holds(resource, env):
+                continue
+            props = resource["Properties"]
+            definition = (self.root / self.sam["Resources"][name]["Properties"]["DefinitionUri"]).read_text()
+            for key, value in (props.get("DefinitionSubstitutions") or {}).items():
+                definition = definition.replace("${" + key + "}", self._value(value, env, resources))
+            role = self._value(props["RoleArn"], env, resources)
+            machine_name = self._value(props.get("StateMachineName", name), env, resources)
+            arn = sfn.create_state_machine(name=machine_name, definition=definition, roleArn=role)[
+                "stateMachineArn"
+            ]
+            outputs[f"{name}Arn"] = arn
+        return outputs
+
+    def _condition_holds(self, resource: dict[str, Any], env: Environment) -> bool:
+        condition = resource.get("Condition")
+        if not condition:
+            return True
+        return _evaluate(
+            {"Condition": condition}, self._conditions, lambda ref: self._resolve({"Ref": ref}, env)
+        )
+
+    def _value(self, value: Any, env: Environment, resources: dict[str, dict[str, str]]) -> str:
+        """Ref / GetAtt / Sub of the values state machines use, against the created stack."""
+        if isinstance(value, str):
+            return value
+        if "Ref" in value:
+            ref = value["Ref"]
+            if ref == "AWS::Partition":
+                return "aws"
+            if ref == "AWS::Region":
+                return env.region
+            if ref == "AWS::StackName":
+                return env.stack_name
+            if ref in resources:
+                return resources[ref]["PhysicalResourceId"]
+            return self._resolve(value, env)
+        if "Fn::GetAtt" in value:
+            logical, attribute = value["Fn::GetAtt"]
+            physical = resources[logical]["PhysicalResourceId"]
+            kind = resources[logical]["ResourceType"]
+            if kind == "AWS::Lambda::Function" and attribute == "Arn":
+                return f"arn:aws:lambda:{env.region}:{ACCOUNT_ID}:function:{physical}"
+            if kind == "AWS::IAM::Role" and attribute == "Arn":
+                return f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}"
+            raise ValueError(f"sandbox cannot resolve GetAtt {logical}.{attribute}")
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"]
+            return re.sub(
+                r"\$\{([\w:.]+)\}", lambda m: self._value({"Ref": m.group(1)}, env, resources), text
+            )
+        raise ValueError(f"sandbox cannot resolve {value!r}")
+
+    def _stack_resources(self, env: Environment, stack: str) -> dict[str, dict[str, str]]:
+        cfn = self.cloud.client("cloudformation", env.region)
+        listed = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+        # moto lists some resources it created without a logical id; nothing here needs them.
+        return {r["LogicalResourceId"]: r for r in listed if "LogicalResourceId" in r}
+
+    # --- Functions and routes ---------------------------------------------------------------
+
+    def _register_functions(self, env: Environment, resources: dict[str, dict[str, str]]) -> None:
+        lam = self.cloud.client("lambda", env.region)
+        for logical, resource in resources.items():
+            if resource["ResourceType"] != "AWS::Lambda::Function":
+                continue
+            config = lam.get_function_configuration(FunctionName=resource["PhysicalResourceId"])
+            code_uri = self.sam["Resources"][logical]["Properties"]["CodeUri"]
+            self.runtime.register(
+                FunctionSpec(
+                    region=env.region,
+                    logical_id=logical,
+                    name=config["FunctionName"],
+                    arn=config["FunctionArn"],
+                    code_dir=self.root / code_uri,
+                    handler=config["Handler"],
+                    # Lambda's variables are strings; moto hands Number parameters back as ints.
+                    environment={
+                        k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()
+                    },
+                    timeout=int(config.get("Timeout", 3)),
+                    memory=int(config.get("MemorySize", 128)),
+                )
+            )
+
+    def _routes(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[Route]:
+        routes = []
+        for logical, resource in self.sam["Resources"].items():
+            if resource["Type"] != "AWS::Serverless::Function" or logical not in resources:
+                continue
+            for event in resource["Properties"].get("Events", {}).values():
+                if event["Type"] == "Api":
+                    routes.append(
+                        Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical)
+                    )
+        return routes
+
+    # --- The whole deploy ---------------------------------------------------------------------
+
+    def deploy(self, env: Environment) -> Deployment:
+        started = time.monotonic()
+        cfn = self._transform(self._package(env), env)
+        self._conditions = cfn.get("Conditions", {})
+        if env.role == "primary":
+            self._create_global_table(cfn, env)
+        stripped, machines = self._strip(cfn)
+        client = self.cloud.client("cloudformation", env.region)
+        parameters = [
+            {"ParameterKey": k, "ParameterValue": v}
+            for k, v in env.parameters.items()
+            if k in cfn.get("Parameters", {})
+        ]
+        client.create_stack(
+            StackName=env.stack_name,
+            TemplateBody=json.dumps(stripped),
+            Parameters=parameters,
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )
+        described = client.describe_stacks(StackName=env.stack_name)["Stacks"][0]
+        if described["StackStatus"] != "CREATE_COMPLETE":
+            raise RuntimeError(f"stack {env.stack_name} in {env.region}: {described['StackStatus']}")
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+        resources = self._stack_resources(env, env.stack_name)
+        outputs.update(self._create_state_machines(machines, env, env.stack_name))
+        self._register_functions(env, resources)
+        deployment = Deployment(env, outputs, self._routes(env, resources), time.monotonic() - started)
+        logger.info("deployed %s (%s) in %.2f s", env.region, env.role, deployment.seconds)
+        return deployment
+
+
+def _evaluate(expr: Any, conditions: dict[str, Any], ref: Any) -> Any:
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((key, value),) = expr.items()
+        if key == "Ref":
+            return ref(value)
+        if key == "Condition":
+            return _evaluate(conditions[value], conditions, ref)
+        if key == "Fn::Equals":
+            return _evaluate(value[0], conditions, ref) == _evaluate(value[1], conditions, ref)
+        if key == "Fn::Not":
+            return not _evaluate(value[0], conditions, ref)
+        if key == "Fn::Or":
+            return any(_evaluate(v, conditions, ref) for v in value)
+        if key == "Fn::And":
+            return all(_evaluate(v, conditions, ref) for v in value)
+    return expr

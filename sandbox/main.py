@@ -1,0 +1,250 @@
+"""The whole multi-region system on one machine: start, serve, stop.
+
+`Sandbox.start()` brings up, in order: the AWS endpoint (moto), the deploy of every
+region role, each app region's API, global-table replication, health checks and the
+global endpoint, and the admin endpoint; then writes the endpoints file. `stop()` takes
+it all down in reverse order and removes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from sandbox.apigateway import RegionalApi
+from sandbox.cloud import CREDENTIALS, Cloud, check_port_free
+from sandbox.deploy import Deployer, Deployment, read_samconfig
+from sandbox.faults import FaultError, FaultState
+from sandbox.functions import FunctionError, Runtime, connect_moto_lambda
+from sandbox.replication import GlobalTableReplicator
+from sandbox.router import GlobalEndpointServer, GlobalRouter, HealthChecker
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Options:
+    aws_port: int = 4566
+    global_port: int = 8000
+    admin_port: int = 8001
+    region_port_base: int = 8010
+    health_interval: float = 10.0
+    health_threshold: int = 3
+    replication_lag: float = 0.5
+    host: str = "127.0.0.1"
+    endpoints_file: Path = field(default_factory=lambda: ROOT / ".sandbox" / "endpoints.json")
+    parameters: dict[str, str] = field(default_factory=dict)
+    stage: str = "v1"
+
+
+class Sandbox:
+    def __init__(self, options: Options, root: Path = ROOT):
+        self.options = options
+        self.root = root
+        self.environments = read_samconfig(root / "samconfig.toml", options.parameters)
+        self.faults = FaultState([e.region for e in self.environments])
+        self.faults.set_replication_lag(options.replication_lag)
+        self.cloud = Cloud(self.faults, options.host, options.aws_port)
+        self.deployments: list[Deployment] = []
+        self.apis: dict[str, RegionalApi] = {}
+        self.replicator: GlobalTableReplicator | None = None
+        self.health: HealthChecker | None = None
+        self.global_endpoint: GlobalEndpointServer | None = None
+        self.admin: ThreadingHTTPServer | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def app_regions(self) -> list[str]:
+        return [e.region for e in self.environments if e.role in ("primary", "secondary")]
+
+    def _check_ports(self) -> None:
+        o = self.options
+        for port, what in [(o.global_port, "global endpoint"), (o.admin_port, "admin endpoint")] + [
+            (o.region_port_base + i + 1, f"{region} API") for i, region in enumerate(self.app_regions)
+        ]:
+            check_port_free(o.host, port, what)
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self._check_ports()
+        self.cloud.start()
+        self.timings["aws"] = time.monotonic() - started
+
+        # Each app region's API port is known before deploying, so fenced writes can name
+        # the writer's endpoint (template parameter RegionEndpoints).
+        ports = {r: self.options.region_port_base + i + 1 for i, r in enumerate(self.app_regions)}
+        endpoints = ",".join(
+            f"{r}=http://{self.options.host}:{p}/{self.options.stage}" for r, p in ports.items()
+        )
+        for env in self.environments:
+            env.parameters.setdefault("RegionEndpoints", endpoints)
+
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        base_env.update(
+            AWS_ENDPOINT_URL=self.cloud.url,
+            AWS_ACCESS_KEY_ID=CREDENTIALS["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"],
+            POWERTOOLS_TRACE_DISABLED="true",
+            # EMF lines are CloudWatch's input; here they would only bury the logs.
+            POWERTOOLS_METRICS_DISABLED="true",
+        )
+        layers = [self.root / "layers" / name for name in sorted(os.listdir(self.root / "layers"))]
+        self.runtime = Runtime(layers, base_env)
+        connect_moto_lambda(self.runtime)
+        deployer = Deployer(self.root, self.cloud, self.runtime)
+        for env in self.environments:
+            self.deployments.append(deployer.deploy(env))
+        self.timings["deploy"] = time.monotonic() - started
+
+        for deployment in self.deployments:
+            if deployment.is_app_region:
+                region = deployment.environment.region
+                api = RegionalApi(
+                    region,
+                    deployment.routes,
+                    self.runtime,
+                    self.faults,
+                    self.options.host,
+                    ports[region],
+                    self.options.stage,
+                )
+                api.start()
+                self.apis[region] = api
+                deployment.outputs["ApiUrl"] = api.url
+
+        table = self.deployments[0].outputs["TableName"]
+        self.replicator = GlobalTableReplicator(
+            lambda region: self.cloud.client("dynamodb", region, read_timeout=5, connect_timeout=2),
+            table,
+            self.app_regions,
+            self.faults,
+        )
+        self.replicator.start()
+
+        targets = {region: api.base_url for region, api in self.apis.items()}
+        self.health = HealthChecker(
+            targets,
+            self.faults,
+            interval=self.options.health_interval,
+            failure_threshold=self.options.health_threshold,
+            path=f"/{self.options.stage}/health",
+        )
+        self.health.probe_now()
+        self.health.start()
+        self.global_endpoint = GlobalEndpointServer(
+            GlobalRouter(targets, self.health), self.options.host, self.options.global_port
+        )
+        self.global_endpoint.start()
+        self._start_admin()
+        self.timings["ready"] = time.monotonic() - started
+        self._write_endpoints()
+
+    # --- Admin endpoint -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "faults": self.faults.snapshot(),
+            "replication": self.replicator.stats() if self.replicator else None,
+            "health": self.health.status() if self.health else None,
+            "invocations": self.runtime.invocations,
+            "startupSeconds": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def invoke(self, function: str, region: str, event: Any) -> dict[str, Any]:
+        try:
+            return {"result": self.runtime.invoke(region, function, event)}
+        except FunctionError as error:
+            return {"error": error.payload}
+
+    def _start_admin(self) -> None:
+        sandbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _json(self, status: int, body: Any) -> None:
+                payload = json.dumps(body, default=str).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                if self.path == "/status":
+                    self._json(200, sandbox.status())
+                else:
+                    self._json(404, {"message": "GET /status; POST /faults, /invoke, /settle"})
+
+            def do_POST(self) -> None:
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                    if not isinstance(body, dict):
+                        raise ValueError("the body must be a JSON object")
+                    if self.path == "/faults":
+                        self._json(
+                            200,
+                            sandbox.faults.apply_command(str(body["command"]), list(body.get("args", []))),
+                        )
+                    elif self.path == "/invoke":
+                        self._json(
+                            200, sandbox.invoke(body["function"], body["region"], body.get("event", {}))
+                        )
+                    elif self.path == "/settle":
+                        idle = sandbox.replicator.wait_until_idle(float(body.get("timeout", 30)))
+                        self._json(200 if idle else 504, {"idle": idle, **sandbox.replicator.stats()})
+                    else:
+                        self._json(404, {"message": "POST /faults, /invoke or /settle"})
+                except (FaultError, LookupError, ValueError, KeyError, TypeError) as error:
+                    self._json(
+                        400,
+                        {"message": str(error) if not isinstance(error, KeyError) else f"missing {error}"},
+                    )
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("admin: " + format, *args)
+
+        self.admin = ThreadingHTTPServer((self.options.host, self.options.admin_port), Handler)
+        self.admin.daemon_threads = True
+        threading.Thread(target=self.admin.serve_forever, name="admin", daemon=True).start()
+
+    # --- Endpoints file -------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, Any]:
+        assert self.global_endpoint and self.admin
+        return {
+            "aws": self.cloud.url,
+            "global": f"{self.global_endpoint.url}/{self.options.stage}",
+            "admin": f"http://{self.options.host}:{self.admin.server_address[1]}",
+            "regions": {region: api.url for region, api in self.apis.items()},
+            "outputs": {d.environment.region: d.outputs for d in self.deployments},
+        }
+
+    def _write_endpoints(self) -> None:
+        path = self.options.endpoints_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.endpoints(), indent=2) + "\n")
+        temporary.replace(path)  # readers never see half a file
+
+    def stop(self) -> None:
+        for stopper in (
+            self.admin and (lambda: (self.admin.shutdown(), self.admin.server_close())),
+            self.global_endpoint and self.global_endpoint.stop,
+            self.health and self.health.stop,
+            self.replicator and self.replicator.stop,
+            *(api.stop for api in self.apis.values()),
+            self.cloud.stop,
+        ):
+            if stopper:
+                try:
+                    stopper()
+                except Exception:  # keep stopping the rest
+                    logger.exception("while stopping")
+        self.options.endpoints_file.unlink(missing_ok=True)

@@ -1,0 +1,218 @@
+"""What end-to-end tests and the drill run against: a local sandbox or a deployed stack.
+
+- Sandbox (default): `start_sandbox` runs `python -m sandbox up` on free ports and reads
+  the endpoints file it writes; faults are injected through its admin endpoint.
+- AWS: `MULTIREGION_TARGET=aws` with `MULTIREGION_STACKS="ca-central-1=stack,us-west-2=stack"`
+  and, for the global name, `MULTIREGION_GLOBAL_URL=https://api.example.com`. Regions
+  and URLs come from the stacks' outputs. There is no fault injection in AWS: tests make
+  a region unhealthy with its maintenance switch, a data-plane action that works in both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+from botocore.config import Config
+
+from multiregion import control
+from tests.support.cfn import ROOT
+
+LOCATION_HEADER = "X-Client-Location"
+
+
+@dataclass
+class Target:
+    kind: str  # "sandbox" or "aws"
+    global_url: str
+    region_urls: dict[str, str]
+    table_name: str
+    primary: str
+    secondary: str
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    aws_endpoint: str | None = None
+    admin_url: str | None = None
+
+    # --- AWS clients for the target's own regions --------------------------------------
+
+    def client(self, service: str, region: str) -> Any:
+        kwargs: dict[str, Any] = {"region_name": region, "config": Config(retries={"max_attempts": 2})}
+        if self.aws_endpoint:
+            kwargs.update(
+                endpoint_url=self.aws_endpoint, aws_access_key_id="sandbox", aws_secret_access_key="sandbox"
+            )
+        return boto3.client(service, **kwargs)
+
+    def table(self, region: str) -> Any:
+        kwargs: dict[str, Any] = {"region_name": region}
+        if self.aws_endpoint:
+            kwargs.update(
+                endpoint_url=self.aws_endpoint, aws_access_key_id="sandbox", aws_secret_access_key="sandbox"
+            )
+        return boto3.resource("dynamodb", **kwargs).Table(self.table_name)
+
+    def set_maintenance(self, region: str, enabled: bool, reason: str = "integration test") -> None:
+        """Take a region out of (or back into) routing through its /health."""
+        control.set_maintenance(
+            self.table(region), region, enabled=enabled, reason=reason, by="tests", writer_region=region
+        )
+
+    # --- Sandbox-only ----------------------------------------------------------------
+
+    def fault(self, command: str, *args: str) -> dict[str, Any]:
+        if not self.admin_url:
+            raise RuntimeError("fault injection needs the sandbox (no admin endpoint in AWS)")
+        response = requests.post(
+            f"{self.admin_url}/faults", json={"command": command, "args": list(args)}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def admin_status(self) -> dict[str, Any]:
+        if not self.admin_url:
+            raise RuntimeError("no admin endpoint in AWS")
+        return requests.get(f"{self.admin_url}/status", timeout=10).json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_base(count: int = 3) -> int:
+    """A port `base` with base..base+count-1 all free (the sandbox puts region N on base+N)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        try:
+            sockets = []
+            for offset in range(count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no block of free ports found")
+
+
+def from_endpoints(data: dict[str, Any]) -> Target:
+    regions = data["regions"]
+    outputs = data.get("outputs", {})
+    roles = {outputs.get(r, {}).get("RegionRole"): r for r in regions}
+    any_outputs = next(iter(outputs.values()), {})
+    return Target(
+        kind="sandbox",
+        global_url=data["global"],
+        region_urls=dict(regions),
+        table_name=any_outputs.get("TableName", "multiregion-app"),
+        primary=roles.get("primary", "ca-central-1"),
+        secondary=roles.get("secondary", "us-west-2"),
+        outputs=outputs,
+        aws_endpoint=data["aws"],
+        admin_url=data["admin"],
+    )
+
+
+def from_stacks(spec: str, global_url: str | None) -> Target:
+    outputs: dict[str, dict[str, str]] = {}
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        region, _, stack = pair.partition("=")
+        described = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack)
+        outputs[region] = {
+            o["OutputKey"]: o["OutputValue"] for o in described["Stacks"][0].get("Outputs", [])
+        }
+    app = {r: o for r, o in outputs.items() if o.get("RegionRole") in ("primary", "secondary")}
+    roles = {o["RegionRole"]: r for r, o in app.items()}
+    return Target(
+        kind="aws",
+        global_url=global_url or app[roles["primary"]]["ApiUrl"],
+        region_urls={r: o["ApiUrl"] for r, o in app.items()},
+        table_name=app[roles["primary"]]["TableName"],
+        primary=roles["primary"],
+        secondary=roles["secondary"],
+        outputs=outputs,
+    )
+
+
+class SandboxProcess:
+    """`python -m sandbox up` as a child process on free ports; stopped like Ctrl-C."""
+
+    def __init__(self, workdir: Path, extra_args: list[str] | None = None, ready_timeout: float = 120.0):
+        self.endpoints_file = workdir / "endpoints.json"
+        self.log_path = workdir / "sandbox.log"
+        self.args = [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "up",
+            "--aws-port",
+            str(free_port()),
+            "--global-port",
+            str(free_port()),
+            "--admin-port",
+            str(free_port()),
+            "--region-port-base",
+            str(free_port_base()),
+            "--endpoints-file",
+            str(self.endpoints_file),
+            *(extra_args or []),
+        ]
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_seconds: float | None = None
+
+    def start(self) -> Target:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._log = self.log_path.open("wb")
+        started = time.monotonic()
+        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+            self.args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = started + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sandbox exited with {self.process.returncode}:\n{self.log()}")
+            if self.endpoints_file.exists():
+                try:
+                    data = json.loads(self.endpoints_file.read_text())
+                except json.JSONDecodeError:
+                    data = None  # being written
+                if data:
+                    self.started_seconds = time.monotonic() - started
+                    return from_endpoints(data)
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"sandbox not ready within {self.ready_timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                raise
+        self._log.close()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
