@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import uuid
 from typing import Any
 
 import boto3
@@ -24,6 +25,26 @@ from sandbox.faults import FaultState, OutageMiddleware
 
 CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
 ACCOUNT_ID = "123456789012"  # moto's default account
+
+
+def name_unnamed_executions() -> None:
+    """Adapter: an execution started without a name is named with a UUID, as in AWS.
+
+    moto names it None, so the second unnamed execution of a state machine collides
+    with the first (ExecutionAlreadyExists)."""
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original = StepFunctionsParserBackend.start_execution
+    if getattr(original, "sandbox_adapter", False):
+        return
+
+    def start_execution(
+        self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        return original(self, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs)
+
+    start_execution.sandbox_adapter = True  # type: ignore[attr-defined]
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
 
 
 class PortInUseError(RuntimeError):
@@ -60,6 +81,7 @@ class Cloud:
         # Run state machines for real; Lambda without Docker (the sandbox runs handlers).
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         default_user_config["lambda"] = {"use_docker": False}
+        name_unnamed_executions()
         app = OutageMiddleware(DomainDispatcherApplication(create_backend_app), self.faults)
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler

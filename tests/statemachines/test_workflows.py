@@ -1,0 +1,280 @@
+"""The failover and failback workflows, run end to end by moto's Step Functions
+interpreter in a sandbox, asserting on each execution's history and output."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from multiregion import appstate, control
+from tests.support.cfn import load_event
+from tests.support.target import SandboxProcess, Target
+
+# The production formula with short inputs: drain = 1 + 3 s; catch-up deadline 10 s.
+PARAMETERS = {
+    "AppMode": "active-passive",
+    "StateCacheTtlSeconds": "1",
+    "ApiFunctionTimeoutSeconds": "3",
+    "CatchUpDeadlineSeconds": "10",
+    "CatchUpPollSeconds": "1",
+    "HoldDownSeconds": "0",
+}
+SANDBOX_ARGS = ["--health-interval", "0.5", "--health-threshold", "2", "--replication-lag", "0.2"]
+DEADLINE = 90  # no execution may run longer in these tests
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
+    sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("workflows")), args)
+    target = sandbox.start()
+    try:
+        yield target
+    finally:
+        assert sandbox.stop() == 0, sandbox.log()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(target: Target) -> Iterator[None]:
+    """Every test starts from the initial state: no state record, no faults, no maintenance."""
+    yield
+    for region in target.region_urls:
+        target.fault("heal", region)
+    target.fault("replication-resume")
+    for region in target.region_urls:
+        table = target.table(region)
+        table.delete_item(Key=appstate.STATE_KEY)
+        for other in target.region_urls:
+            table.delete_item(Key=control.maintenance_key(other))
+
+
+def start(target: Target, region: str, machine: str, payload: dict[str, Any]) -> str:
+    sfn = target.client("stepfunctions", region)
+    arn = target.outputs[region][f"{machine}StateMachineArn"]
+    return sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload))["executionArn"]
+
+
+def finish(target: Target, region: str, execution: str) -> dict[str, Any]:
+    sfn = target.client("stepfunctions", region)
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=execution)
+        if described["status"] != "RUNNING":
+            events = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
+            described["states"] = [
+                e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+            ]
+            described["report"] = json.loads(described.get("output") or "null")
+            return described
+        time.sleep(0.3)
+    pytest.fail(f"{execution} still running after {DEADLINE} s")
+
+
+def run(target: Target, region: str, machine: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return finish(target, region, start(target, region, machine, payload))
+
+
+def state_in(target: Target, region: str) -> dict[str, Any]:
+    record = target.table(region).get_item(Key=appstate.STATE_KEY, ConsistentRead=True).get("Item")
+    return record or {"state": "ACTIVE", "epoch": 0, "writers": None}
+
+
+def failover_input(**extra: Any) -> dict[str, Any]:
+    return {**load_event("statemachines/failover.json"), **extra}
+
+
+def in_order(states: list[str], *expected: str) -> bool:
+    """`expected` appear in `states` in this order (other states may come between)."""
+    remaining = iter(states)
+    return all(name in remaining for name in expected)
+
+
+@pytest.mark.timeout(120)
+def test_planned_failover_then_failback(target: Target) -> None:
+    p, s = target.primary, target.secondary
+
+    result = run(target, s, "Failover", failover_input())
+
+    assert result["status"] == "SUCCEEDED", result.get("cause")
+    assert in_order(
+        result["states"],
+        "Plan",
+        "Fence",
+        "Drain",
+        "WriteSentinel",
+        "ReadSentinel",
+        "MarkSeen",
+        "ReplicationGate",
+        "Promote",
+        "FlipRouting",
+        "Report",
+        "Done",
+    )
+    report = result["report"]
+    assert (report["from"], report["to"], report["epoch"], report["writers"]) == (p, s, 2, [s])
+    assert report["steps"]["drain"] >= 4  # StateCacheTtlSeconds 1 + ApiFunctionTimeoutSeconds 3
+    assert report["sentinelRoundTripSeconds"] is not None
+    assert "not counted" in report["replicationGate"]["evidence"]
+    for region in (p, s):
+        assert state_in(target, region)["state"] == "FAILOVER"
+
+    # Fencing as clients see it: the old primary refuses writes and names the writer.
+    refused = requests.post(f"{target.region_urls[p]}/items", json={"name": "late"}, timeout=10)
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["details"]["writerEndpoints"] == {s: target.region_urls[s]}
+    assert requests.post(f"{target.region_urls[s]}/items", json={"name": "ok"}, timeout=10).status_code == 201
+    for url in target.region_urls.values():
+        state = requests.get(f"{url}/state", timeout=10).json()
+        assert (state["state"], state["writers"], state["epoch"]) == ("FAILOVER", [s], 2)
+    assert requests.get(f"{target.region_urls[p]}/health", timeout=10).json()["failed"] == ["maintenance"]
+
+    back = run(target, p, "Failback", {**load_event("statemachines/failback.json")})
+
+    assert back["status"] == "SUCCEEDED", back.get("cause")
+    assert in_order(
+        back["states"],
+        "Plan",
+        "Reconcile",
+        "Fence",
+        "Drain",
+        "WriteSentinel",
+        "MarkSeen",
+        "Promote",
+        "FlipRouting",
+        "Done",
+    )
+    assert (back["report"]["epoch"], back["report"]["writers"]) == (4, [p])
+    assert back["report"]["reconciliation"]
+    assert requests.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
+    assert (
+        requests.post(f"{target.region_urls[p]}/items", json={"name": "home"}, timeout=10).status_code == 201
+    )
+
+
+@pytest.mark.timeout(120)
+def test_catch_up_deadline_missed_unfences_and_fails_clearly(target: Target) -> None:
+    target.fault("replication-pause")  # the sentinel can never arrive
+
+    result = run(target, target.secondary, "Failover", failover_input())
+
+    assert result["status"] == "FAILED"
+    assert result["error"] == "CatchUpTimeout"
+    assert "did not replicate within 10 s" in result["cause"]
+    assert in_order(
+        result["states"],
+        "Fence",
+        "Drain",
+        "WriteSentinel",
+        "PollAgain",
+        "CatchUpMissed",
+        "CatchUpTimedOut",
+        "Unfence",
+        "Failed",
+    )
+    assert "Promote" not in result["states"]
+    state = state_in(target, target.secondary)
+    assert (state["state"], state["writers"], int(state["epoch"])) == ("ACTIVE", [target.primary], 2)
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_executions_exactly_one_promotes(target: Target) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        executions = [start(target, target.secondary, "Failover", failover_input()) for _ in range(2)]
+        results = list(pool.map(lambda e: finish(target, target.secondary, e), executions))
+
+    statuses = sorted(r["status"] for r in results)
+    assert statuses == ["FAILED", "SUCCEEDED"]
+    loser = next(r for r in results if r["status"] == "FAILED")
+    assert loser["error"] in {"StaleEpochError", "FailoverInProgress"}
+    assert "Promote" not in loser["states"]
+    state = state_in(target, target.secondary)
+    assert (state["state"], int(state["epoch"])) == ("FAILOVER", 2)
+
+
+@pytest.mark.timeout(120)
+def test_rerun_after_success_is_a_no_op(target: Target) -> None:
+    assert run(target, target.secondary, "Failover", failover_input())["status"] == "SUCCEEDED"
+
+    again = run(target, target.secondary, "Failover", failover_input())
+
+    assert again["status"] == "SUCCEEDED"
+    assert again["report"]["status"] == "NO_OP"
+    assert again["states"] == ["Plan", "Decide", "AlreadyDone"]
+    assert int(state_in(target, target.secondary)["epoch"]) == 2
+
+
+@pytest.mark.timeout(60)
+def test_dry_run_reports_the_plan_and_changes_nothing(target: Target) -> None:
+    result = run(target, target.secondary, "Failover", load_event("statemachines/failover-dry-run.json"))
+
+    assert result["status"] == "SUCCEEDED"
+    assert result["states"] == ["Plan", "Decide", "DryRun"]
+    plan = result["report"]["plan"]
+    assert (plan["fenceRegion"], plan["promoteRegion"], plan["drainSeconds"]) == (
+        target.primary,
+        target.secondary,
+        4,
+    )
+    for region in target.region_urls:
+        assert target.table(region).get_item(Key=appstate.STATE_KEY).get("Item") is None
+
+
+@pytest.mark.timeout(60)
+def test_invalid_input_and_wrong_region_fail_at_plan(target: Target) -> None:
+    bad = run(target, target.secondary, "Failover", {"reason": "", "requestedBy": "x", "force": "yes"})
+    assert (bad["status"], bad["error"]) == ("FAILED", "InvalidInput")
+    assert bad["states"] == ["Plan", "Failed"]
+
+    wrong = run(target, target.primary, "Failover", failover_input())
+    assert (wrong["status"], wrong["error"]) == ("FAILED", "WrongRegion")
+
+
+@pytest.mark.timeout(120)
+def test_forced_failover_with_the_primary_api_down_reports_exactly_what_is_at_risk(target: Target) -> None:
+    p, s = target.primary, target.secondary
+    target.fault("replication-pause")
+    written = [
+        requests.post(f"{target.region_urls[p]}/items", json={"name": f"at-risk-{i}"}, timeout=10).json()[
+            "item"
+        ]["id"]
+        for i in range(3)
+    ]
+    target.fault("api-down", p)
+
+    result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
+
+    assert result["status"] == "SUCCEEDED", result.get("cause")
+    assert in_order(
+        result["states"], "Fence", "WriteSentinel", "CatchUpMissed", "AssessDataAtRisk", "Promote"
+    )
+    at_risk = result["report"]["dataAtRisk"]
+    in_secondary = {r["id"] for r in target.table(s).scan()["Items"] if r["pk"].startswith("ITEM#")}
+    actually_lost = sorted(set(written) - in_secondary)
+    assert at_risk["known"] is True
+    assert at_risk["count"] == len(actually_lost) == 3
+    assert at_risk["missingHere"] == actually_lost
+
+
+@pytest.mark.timeout(120)
+def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknown(target: Target) -> None:
+    p, s = target.primary, target.secondary
+    requests.post(f"{target.region_urls[p]}/items", json={"name": "seen-before"}, timeout=10)
+    assert requests.post(f"{target.admin_url}/settle", json={"timeout": 20}, timeout=30).status_code == 200
+    target.fault("region-down", p)
+
+    result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
+
+    assert result["status"] == "SUCCEEDED", result.get("cause")
+    assert "ReadSentinel" not in result["states"]  # no sentinel could be written
+    at_risk = result["report"]["dataAtRisk"]
+    assert at_risk["known"] is False
+    assert at_risk["lastReplicatedWriteAt"]
+    assert state_in(target, s)["writers"] == [s]
