@@ -20,11 +20,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PYTHON313 ?= $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
 
-.PHONY: help venv lint cfn-lint validate build unit-test test sandbox deploy clean
+.PHONY: help venv lint cfn-lint validate build unit-test test sandbox drill bench deploy clean
 
 help:
 	@echo "make test                    lint, validate, build and run every test (what CI runs)"
 	@echo "make sandbox                 run the whole multi-region system locally (no AWS, no Docker)"
+	@echo "make drill                   failover + failback under concurrent writers -> bench/results/drill.json"
+	@echo "make bench                   sandbox start-up, routing overhead, throughput -> bench/results/sandbox.json"
 	@echo "make build                   sam build"
 	@echo "make deploy ENV=primary|secondary|service   sam build && sam deploy --config-env ENV"
 
@@ -61,6 +63,13 @@ test: lint cfn-lint validate build unit-test
 
 sandbox: venv
 	$(BIN)/python -m sandbox up
+
+# Benchmarks and drills import the shared package and the test support, like the tests.
+drill: venv
+	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.drill
+
+bench: venv
+	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.sandbox_bench
 
 deploy: build
 	@case "$(ENV)" in primary|secondary|service) ;; \

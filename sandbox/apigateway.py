@@ -147,7 +147,10 @@ class RegionalApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = "HTTP/1.1"  # keep-alive, as API Gateway
+            # Headers and body go out in two writes; with Nagle on, a keep-alive client's
+            # delayed ACK holds the second for ~40 ms.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 started = time.monotonic()
