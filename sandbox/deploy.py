@@ -18,6 +18,7 @@ import re
 import time
 import tomllib
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,16 +154,7 @@ class Deployer:
             table = self._resolve(props["TableName"], env)
             for replica in props["Replicas"]:
                 region = self._resolve(replica["Region"], env)
-                kwargs: dict[str, Any] = {
-                    "TableName": table,
-                    "AttributeDefinitions": props["AttributeDefinitions"],
-                    "KeySchema": props["KeySchema"],
-                    "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
-                    "StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]},
-                }
-                if props.get("GlobalSecondaryIndexes"):
-                    kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-                self.cloud.client("dynamodb", region).create_table(**kwargs)
+                self.cloud.client("dynamodb", region).create_table(**replica_table_definition(props, table))
                 logger.info("global table %s: replica in %s (%s)", table, region, name)
 
     def _resolve(self, value: Any, env: Environment) -> str:
@@ -237,7 +229,7 @@ class Deployer:
         condition = resource.get("Condition")
         if not condition:
             return True
-        return _evaluate(
+        return evaluate_condition(
             {"Condition": condition}, self._conditions, lambda ref: self._resolve({"Ref": ref}, env)
         )
 
@@ -349,19 +341,36 @@ class Deployer:
         return deployment
 
 
-def _evaluate(expr: Any, conditions: dict[str, Any], ref: Any) -> Any:
+def replica_table_definition(props: dict[str, Any], table_name: str) -> dict[str, Any]:
+    """CreateTable arguments for one replica of an AWS::DynamoDB::GlobalTable."""
+    kwargs: dict[str, Any] = {
+        "TableName": table_name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        "StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]},
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    return kwargs
+
+
+def evaluate_condition(expr: Any, conditions: dict[str, Any], ref: Callable[[str], Any]) -> Any:
+    """A CloudFormation condition expression, with `ref` answering for parameters."""
     if isinstance(expr, dict) and len(expr) == 1:
         ((key, value),) = expr.items()
         if key == "Ref":
             return ref(value)
         if key == "Condition":
-            return _evaluate(conditions[value], conditions, ref)
+            return evaluate_condition(conditions[value], conditions, ref)
         if key == "Fn::Equals":
-            return _evaluate(value[0], conditions, ref) == _evaluate(value[1], conditions, ref)
+            return evaluate_condition(value[0], conditions, ref) == evaluate_condition(
+                value[1], conditions, ref
+            )
         if key == "Fn::Not":
-            return not _evaluate(value[0], conditions, ref)
+            return not evaluate_condition(value[0], conditions, ref)
         if key == "Fn::Or":
-            return any(_evaluate(v, conditions, ref) for v in value)
+            return any(evaluate_condition(v, conditions, ref) for v in value)
         if key == "Fn::And":
-            return all(_evaluate(v, conditions, ref) for v in value)
+            return all(evaluate_condition(v, conditions, ref) for v in value)
     return expr

@@ -459,6 +459,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             # HEAD keeps the upstream Content-Length: it describes the body a GET would get.
             if lowered in _HOP_BY_HOP or (lowered == "content-length" and self.command != "HEAD"):
                 continue
+            if lowered in ("server", "date"):
+                continue  # send_response already wrote this proxy's own
             self.send_header(name, value)
         if self.command != "HEAD" and _may_have_body(upstream.status):
             self.send_header("Content-Length", str(len(payload)))

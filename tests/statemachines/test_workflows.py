@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from boto3.dynamodb.conditions import Key
 
 from multiregion import appstate, control
 from tests.support.cfn import load_event
@@ -48,11 +49,20 @@ def clean_state(target: Target) -> Iterator[None]:
     for region in target.region_urls:
         target.fault("heal", region)
     target.fault("replication-resume")
+    settle(target)  # a backlog delivered after the clean-up would bring old records back
     for region in target.region_urls:
+        # State, its audit trail, sentinels, maintenance switches: every control record.
         table = target.table(region)
-        table.delete_item(Key=appstate.STATE_KEY)
-        for other in target.region_urls:
-            table.delete_item(Key=control.maintenance_key(other))
+        records = table.query(KeyConditionExpression=Key("pk").eq(control.CONTROL_PK))["Items"]
+        for record in records:
+            table.delete_item(Key={"pk": record["pk"], "sk": record["sk"]})
+    settle(target)
+
+
+def settle(target: Target) -> None:
+    assert target.admin_url
+    response = requests.post(f"{target.admin_url}/settle", json={"timeout": 30}, timeout=40)
+    assert response.status_code == 200, response.text
 
 
 def start(target: Target, region: str, machine: str, payload: dict[str, Any]) -> str:
@@ -121,6 +131,14 @@ def test_planned_failover_then_failback(target: Target) -> None:
     assert (report["from"], report["to"], report["epoch"], report["writers"]) == (p, s, 2, [s])
     assert report["steps"]["drain"] >= 4  # StateCacheTtlSeconds 1 + ApiFunctionTimeoutSeconds 3
     assert report["sentinelRoundTripSeconds"] is not None
+    history = target.table(s).query(
+        KeyConditionExpression=Key("pk").eq(control.CONTROL_PK)
+        & Key("sk").begins_with(appstate.AUDIT_SK_PREFIX)
+    )["Items"]
+    assert [(int(h["epoch"]), h["state"]) for h in history] == [(1, "FENCED"), (2, "FAILOVER")]
+    assert all(
+        h["changedBy"] == "oncall@example.com" and h["executionId"] == result["executionArn"] for h in history
+    )
     assert "not counted" in report["replicationGate"]["evidence"]
     for region in (p, s):
         assert state_in(target, region)["state"] == "FAILOVER"
@@ -267,7 +285,7 @@ def test_forced_failover_with_the_primary_api_down_reports_exactly_what_is_at_ri
 def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknown(target: Target) -> None:
     p, s = target.primary, target.secondary
     requests.post(f"{target.region_urls[p]}/items", json={"name": "seen-before"}, timeout=10)
-    assert requests.post(f"{target.admin_url}/settle", json={"timeout": 20}, timeout=30).status_code == 200
+    settle(target)
     target.fault("region-down", p)
 
     result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))

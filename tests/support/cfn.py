@@ -15,6 +15,8 @@ from typing import Any
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from sandbox.deploy import evaluate_condition, replica_table_definition
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
@@ -30,18 +32,10 @@ def global_table_properties() -> dict[str, Any]:
 
 
 def create_table_kwargs(table_name: str | None = None) -> dict[str, Any]:
-    """CreateTable arguments for one replica, from the template's own GlobalTable."""
-    props = global_table_properties()
-    kwargs: dict[str, Any] = {
-        "TableName": table_name or template()["Parameters"]["TableName"]["Default"],
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "KeySchema": props["KeySchema"],
-        "BillingMode": props["BillingMode"],
-        "StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]},
-    }
-    if props.get("GlobalSecondaryIndexes"):
-        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-    return kwargs
+    """CreateTable arguments for one replica, from the template's own GlobalTable
+    (the same reading the sandbox deploys with)."""
+    name = table_name or template()["Parameters"]["TableName"]["Default"]
+    return replica_table_definition(global_table_properties(), name)
 
 
 def load_event(relative: str) -> dict[str, Any]:
@@ -86,25 +80,6 @@ def parameters(**overrides: str) -> dict[str, str]:
     return values
 
 
-def _evaluate(expr: Any, conditions: dict[str, Any], params: dict[str, str]) -> Any:
-    if isinstance(expr, dict) and len(expr) == 1:
-        ((key, value),) = expr.items()
-        if key == "Ref":
-            return params[value]
-        if key == "Condition":
-            return _evaluate(conditions[value], conditions, params)
-        if key == "Fn::Equals":
-            left, right = (_evaluate(v, conditions, params) for v in value)
-            return left == right
-        if key == "Fn::Not":
-            return not _evaluate(value[0], conditions, params)
-        if key == "Fn::Or":
-            return any(_evaluate(v, conditions, params) for v in value)
-        if key == "Fn::And":
-            return all(_evaluate(v, conditions, params) for v in value)
-    return expr
-
-
 def resources_for(**overrides: str) -> dict[str, dict[str, Any]]:
     """The CloudFormation resources a stack with these parameters creates."""
     cfn = transformed()
@@ -113,5 +88,6 @@ def resources_for(**overrides: str) -> dict[str, dict[str, Any]]:
     return {
         name: resource
         for name, resource in cfn["Resources"].items()
-        if "Condition" not in resource or _evaluate({"Condition": resource["Condition"]}, conditions, params)
+        if "Condition" not in resource
+        or evaluate_condition({"Condition": resource["Condition"]}, conditions, params.__getitem__)
     }

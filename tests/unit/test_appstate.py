@@ -85,6 +85,27 @@ def test_save_is_conditioned_on_the_epoch(table: Any) -> None:
     assert appstate.load(table, start).epoch == 1
 
 
+def test_every_change_leaves_an_audit_record(table: Any) -> None:
+    fenced = appstate.stamp(
+        appstate.fence(active(), P), reason="drill", by="oncall", execution_id="arn:1", region=S
+    )
+    appstate.save(table, fenced, 0)
+    promoted = appstate.stamp(
+        appstate.promote(fenced, S), reason="drill", by="oncall", execution_id="arn:1", region=S
+    )
+    appstate.save(table, promoted, 1)
+    with pytest.raises(StaleEpochError):
+        appstate.save(table, appstate.promote(fenced, S), 1)  # the loser leaves no audit record
+
+    records = appstate.history(table)
+
+    assert [(r["epoch"], r["state"], r["changedBy"], r["reason"]) for r in records] == [
+        (2, "FAILOVER", "oncall", "drill"),
+        (1, "FENCED", "oncall", "drill"),
+    ]
+    assert records[0]["executionId"] == "arn:1"
+
+
 def test_two_racers_from_the_same_epoch_exactly_one_wins(table: Any) -> None:
     fenced = appstate.fence(active(), P)
     appstate.save(table, fenced, 0)

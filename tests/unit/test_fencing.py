@@ -153,3 +153,16 @@ def test_bad_idempotency_key_is_400(table: Any, lambda_context: Any) -> None:
 
     assert response["statusCode"] == 400
     assert "Idempotency-Key" in body(response)["message"]
+
+
+def test_active_active_fence_stops_only_the_fenced_region(
+    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_state(table, appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-active"), REGION))
+
+    assert items("create.json", lambda_context)["statusCode"] == 503
+
+    monkeypatch.setenv("AWS_REGION", SECONDARY)
+    appstate.cache.clear()
+    monkeypatch.setattr("multiregion.aws.table", lambda *_a, **_k: table)
+    assert items("create.json", lambda_context)["statusCode"] == 201

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,7 @@ from multiregion.errors import AppError
 StateName = Literal["ACTIVE", "FENCED", "FAILOVER"]
 Mode = Literal["active-active", "active-passive"]
 STATE_KEY = {"pk": CONTROL_PK, "sk": "APP_STATE"}
+AUDIT_SK_PREFIX = "APP_STATE#AUDIT#"
 
 
 class TransitionError(AppError):
@@ -193,27 +195,60 @@ def stamp(state: AppState, *, reason: str, by: str, execution_id: str | None, re
     return state.model_copy(update=changes)
 
 
+def audit_key(epoch: int) -> dict[str, str]:
+    return {"pk": CONTROL_PK, "sk": f"{AUDIT_SK_PREFIX}{epoch:012d}"}
+
+
 def save(table: Any, new: AppState, expected_epoch: int) -> None:
-    """Write `new` only if the stored epoch is still `expected_epoch` (epoch 0: no record yet)."""
+    """Write `new` only if the stored epoch is still `expected_epoch` (epoch 0: no record yet).
+
+    The state and its audit record (one per epoch: who, why, when, which execution) are
+    written in one transaction, so the history can never disagree with the state."""
     if new.epoch != expected_epoch + 1:
         raise ValueError(f"epoch must advance by one: {expected_epoch} -> {new.epoch}")
     if expected_epoch == 0:
         condition = "attribute_not_exists(pk) OR epoch = :expected"
     else:
         condition = "epoch = :expected"
+    record = to_record(new)
     try:
-        table.put_item(
-            Item=to_record(new),
-            ConditionExpression=condition,
-            ExpressionAttributeValues={":expected": expected_epoch},
+        # The resource's client serializes Python values itself (boto3's transformation).
+        table.meta.client.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": table.name,
+                        "Item": record,
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeValues": {":expected": expected_epoch},
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": table.name,
+                        "Item": {**record, **audit_key(new.epoch)},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
             raise StaleEpochError(
                 f"the state moved past epoch {expected_epoch} before this change was written",
                 details={"expectedEpoch": expected_epoch},
             ) from None
         raise
+
+
+def history(table: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest audit records first: every change of the state, with its reason."""
+    response = table.query(
+        KeyConditionExpression=Key("pk").eq(CONTROL_PK) & Key("sk").begins_with(AUDIT_SK_PREFIX),
+        ScanIndexForward=False,
+        Limit=limit,
+    )
+    return response.get("Items", [])
 
 
 def propagate(table: Any, new: AppState) -> bool:

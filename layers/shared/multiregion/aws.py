@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -27,37 +28,34 @@ CROSS_REGION_CONFIG = Config(
 )
 
 
-def client(service: str, region: str, config: Config | None = None) -> Any:
-    """A boto3 client for `service` in `region` (configs are keyed by identity)."""
-    key = (service, region, os.environ.get("AWS_ENDPOINT_URL"), id(config))
+def _cached(key: tuple[Any, ...], make: Callable[[boto3.session.Session], Any]) -> Any:
     found = _clients.get(key)
     if found is not None:
         return found
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = boto3.session.Session().client(
-                service, region_name=region, config=config or DEFAULT_CONFIG
-            )
+            found = make(boto3.session.Session())
             _clients[key] = found
     return found
+
+
+def client(service: str, region: str, config: Config | None = None) -> Any:
+    """A boto3 client for `service` in `region` (configs are keyed by identity)."""
+    return _cached(
+        (service, region, os.environ.get("AWS_ENDPOINT_URL"), id(config)),
+        lambda session: session.client(service, region_name=region, config=config or DEFAULT_CONFIG),
+    )
 
 
 def table(table_name: str, region: str, config: Config | None = None) -> Any:
     """The DynamoDB table resource of one region's replica."""
-    key = ("dynamodb-table", table_name, region, os.environ.get("AWS_ENDPOINT_URL"), id(config))
-    found = _clients.get(key)
-    if found is not None:
-        return found
-    with _lock:
-        found = _clients.get(key)
-        if found is None:
-            resource = boto3.session.Session().resource(
-                "dynamodb", region_name=region, config=config or DEFAULT_CONFIG
-            )
-            found = resource.Table(table_name)
-            _clients[key] = found
-    return found
+    return _cached(
+        ("dynamodb-table", table_name, region, os.environ.get("AWS_ENDPOINT_URL"), id(config)),
+        lambda session: session.resource(
+            "dynamodb", region_name=region, config=config or DEFAULT_CONFIG
+        ).Table(table_name),
+    )
 
 
 def clear() -> None:
