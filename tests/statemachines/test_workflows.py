@@ -14,6 +14,7 @@ import pytest
 import requests
 from boto3.dynamodb.conditions import Key
 
+from bench.drill import planned_drill
 from multiregion import appstate, control
 from tests.support.cfn import load_event
 from tests.support.target import SandboxProcess, Target
@@ -296,3 +297,15 @@ def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknow
     assert at_risk["known"] is False
     assert at_risk["lastReplicatedWriteAt"]
     assert state_in(target, s)["writers"] == [s]
+
+
+@pytest.mark.timeout(300)
+def test_planned_failover_and_failback_under_concurrent_writers_lose_nothing(target: Target) -> None:
+    result = planned_drill(target, writes=1000, writers=8)
+
+    assert result["acknowledged"] >= 1000
+    assert result["lost"] == 0
+    assert result["duplicates"] == 0
+    assert result["failover"]["status"] == "SUCCEEDED"
+    assert result["failback"]["status"] == "SUCCEEDED"
+    assert result["rejected"] > 0  # the fence was felt, and retried through
