@@ -209,8 +209,26 @@ class Runtime:
 
 
 def connect_moto_lambda(runtime: Runtime) -> None:
-    """moto's Docker-free Lambda answers Invoke with canned text; send it to the runtime."""
+    """Adapter: every way moto invokes a function reaches the runtime.
+
+    - the Invoke API (boto3 `lambda.invoke`, Step Functions Lambda tasks, SQS event
+      source mappings, which moto delivers a message at a time through it): moto's
+      Docker-free backend would answer with canned text;
+    - `LambdaFunction.invoke`, which moto's DynamoDB stream mappings call: it would start
+      a container. (moto then empties the table's stream, which the global-table
+      replicator also reads: give a stream mapping its own poller before adding one.)"""
+    from moto.awslambda.models import LambdaFunction
     from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    def invoke_function(self: Any, body: str, request_headers: Any, response_headers: Any) -> bytes:
+        try:
+            result = runtime.invoke(self.region, self.function_arn, json.loads(body) if body else {})
+        except FunctionError as error:
+            response_headers["x-amz-function-error"] = "Handled"
+            return json.dumps(error.payload).encode()
+        return json.dumps(result).encode()
+
+    LambdaFunction.invoke = invoke_function  # type: ignore[method-assign]
 
     def invoke(
         self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any

@@ -86,7 +86,9 @@ def test_client_fails_over_to_the_other_region_and_data_replicates_back(
     )
     assert replicated.json()["item"] == item
     assert replicated.headers["X-Served-Region"] == closest
-    print(f"routing moved after {moved_after:.1f} s")
+    if target.kind == "sandbox":
+        # Health window: 0.5 s x 2 failures (conftest), plus one probe round of slack.
+        assert moved_after < 5, f"routing took {moved_after:.1f} s to move"
 
 
 @pytest.mark.timeout(60)

@@ -15,9 +15,10 @@ import pytest
 import requests
 
 from sandbox.apigateway import RegionalApi
+from sandbox.cloud import Cloud
 from sandbox.deploy import Route
 from sandbox.faults import FaultState
-from sandbox.functions import FunctionError, FunctionSpec, Runtime
+from sandbox.functions import FunctionError, FunctionSpec, Runtime, connect_moto_lambda
 
 FIXTURE = Path(__file__).parent / "fixtures" / "echo"
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +182,65 @@ def test_cli_refuses_a_malformed_parameter() -> None:
 
     assert result.returncode == 2
     assert "expected KEY=VALUE" in result.stderr
+
+
+def test_sqs_and_stream_mappings_reach_the_in_process_handler(tmp_path: Path) -> None:
+    faults = FaultState(REGIONS)
+    cloud = Cloud(faults, port=0)
+    cloud.start()
+    try:
+        runtime = Runtime([], {"PATH": os.environ.get("PATH", "")})
+        connect_moto_lambda(runtime)
+        region = REGIONS[0]
+        lam, sqs = cloud.client("lambda", region), cloud.client("sqs", region)
+        role = cloud.client("iam", region).create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"][
+            "Arn"
+        ]
+        function = lam.create_function(
+            FunctionName="recorder",
+            Runtime="python3.13",
+            Role=role,
+            Handler="recorder.lambda_handler",
+            Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        )
+        spec = FunctionSpec(
+            region,
+            "RecorderFunction",
+            "recorder",
+            function["FunctionArn"],
+            FIXTURE,
+            "recorder.lambda_handler",
+            {},
+            10,
+            128,
+        )
+        runtime.register(spec)
+        queue = sqs.create_queue(QueueName="work")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        lam.create_event_source_mapping(EventSourceArn=queue_arn, FunctionName="recorder", BatchSize=1)
+
+        sqs.send_message(QueueUrl=queue, MessageBody="hello")
+
+        events = runtime.find(region, "recorder").module.EVENTS  # type: ignore[union-attr]
+        assert [e["Records"][0]["body"] for e in events] == ["hello"]
+        assert events[0]["Records"][0]["eventSource"] == "aws:sqs"
+
+        ddb = cloud.client("dynamodb", region)
+        stream_arn = ddb.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )["TableDescription"]["LatestStreamArn"]
+        lam.create_event_source_mapping(
+            EventSourceArn=stream_arn, FunctionName="recorder", StartingPosition="LATEST"
+        )
+        ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
+
+        assert events[-1]["Records"][0]["eventSource"] == "aws:dynamodb"
+        assert events[-1]["Records"][0]["dynamodb"]["Keys"] == {"pk": {"S": "a"}}
+    finally:
+        cloud.stop()
