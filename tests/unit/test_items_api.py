@@ -176,6 +176,7 @@ def test_list_pages_with_an_opaque_cursor(table: Any, lambda_context: Any) -> No
         ("create-malformed-json.json", 400, "BadRequest"),
         ("create-empty-body.json", 400, "BadRequest"),
         ("create-oversized.json", 413, "PayloadTooLarge"),
+        ("create-form-encoded.json", 415, "UnsupportedMediaType"),
         ("create-wrong-types.json", 422, "ValidationError"),
         ("create-unknown-field.json", 422, "ValidationError"),
         ("create-not-an-object.json", 422, "ValidationError"),

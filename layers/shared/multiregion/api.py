@@ -18,7 +18,13 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError as Rout
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from multiregion.errors import AppError, BadRequestError, NotFoundError, PayloadTooLargeError
+from multiregion.errors import (
+    AppError,
+    BadRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from multiregion.settings import get_settings
 
 logger = Logger(child=True)
@@ -51,6 +57,12 @@ def body_error(event: Mapping[str, Any], max_bytes: int) -> AppError | None:
     parsed and an empty one gets a message that says so."""
     if str(event.get("httpMethod", "")).upper() not in WRITE_METHODS:
         return None
+    content_type = _header(event, "Content-Type")
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    # A form-encoded body would otherwise be parsed as form fields and fail validation
+    # in a way that hides the real mistake.
+    if content_type is not None and media_type != "application/json" and not media_type.endswith("+json"):
+        return UnsupportedMediaTypeError(f"send the body as application/json, not {content_type!r}")
     body = event.get("body")
     if body is None or not str(body).strip():
         return BadRequestError("request body is required (a JSON object)")
@@ -60,6 +72,13 @@ def body_error(event: Mapping[str, Any], max_bytes: int) -> AppError | None:
             f"request body is {size} bytes; the limit is {max_bytes} bytes",
             details={"limitBytes": max_bytes, "sizeBytes": size},
         )
+    return None
+
+
+def _header(event: Mapping[str, Any], name: str) -> str | None:
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name.lower():
+            return value
     return None
 
 

@@ -39,6 +39,11 @@ class PayloadTooLargeError(AppError):
     code = "PayloadTooLarge"
 
 
+class UnsupportedMediaTypeError(AppError):
+    status = 415
+    code = "UnsupportedMediaType"
+
+
 class PreconditionRequiredError(AppError):
     status = 428
     code = "PreconditionRequired"
