@@ -234,17 +234,17 @@ class Sandbox:
         temporary.replace(path)  # readers never see half a file
 
     def stop(self) -> None:
-        for stopper in (
-            self.admin and (lambda: (self.admin.shutdown(), self.admin.server_close())),
-            self.global_endpoint and self.global_endpoint.stop,
-            self.health and self.health.stop,
-            self.replicator and self.replicator.stop,
-            *(api.stop for api in self.apis.values()),
-            self.cloud.stop,
-        ):
-            if stopper:
-                try:
-                    stopper()
-                except Exception:  # keep stopping the rest
-                    logger.exception("while stopping")
+        """Stop in the reverse order of start; a part that fails to stop does not stop the rest."""
+        stoppers: list[Any] = []
+        if self.admin is not None:
+            stoppers += [self.admin.shutdown, self.admin.server_close]
+        for part in (self.global_endpoint, self.health, self.replicator, *self.apis.values()):
+            if part is not None:
+                stoppers.append(part.stop)
+        stoppers.append(self.cloud.stop)
+        for stop in stoppers:
+            try:
+                stop()
+            except Exception:
+                logger.exception("while stopping the sandbox")
         self.options.endpoints_file.unlink(missing_ok=True)
