@@ -121,6 +121,10 @@ class _PollingWorker:
         self._caught_up_at: dict[str, float] = {}
         self._last_write = 0.0
         self._tick_errors = 0
+        self._applied = 0
+        self._skipped = 0
+        self._errors = 0
+        self._last_delay: dict[str, float] = {}
 
     def start(self) -> None:
         """Start the background thread; calling it while running does nothing."""
@@ -164,6 +168,58 @@ class _PollingWorker:
                 return False
             floor = max(since, self._last_write)
             return all(self._caught_up_at.get(s, -1.0) >= floor for s in self._live_sources())
+
+    def _deliver_lanes(
+        self,
+        lanes: Iterable[tuple[str, str, str, deque[Any], _Backoff]],
+        apply: Callable[[Any], bool],
+        describe: Callable[[Any], str],
+    ) -> float:
+        """Deliver what is due in each lane, in order; return seconds until more may be due.
+
+        A lane is `(label, source region, target region, FIFO, backoff)`; each queued item
+        has `due_base` (monotonic time of the change) and `written_at` (its wall time).
+        `apply(item)` returns False when the item was not needed. A failure stops its lane
+        (order is kept) and backs it off; the other lanes go on."""
+        if self.faults.replication_paused:
+            return self.poll_interval
+        lag = self.faults.replication_lag  # read now, so a new lag applies to the backlog
+        next_due = self.poll_interval
+        for label, source, target, queue, backoff in lanes:
+            if self.faults.is_down(source) or self.faults.is_down(target):
+                continue
+            if not backoff.ready(time.monotonic()):
+                continue
+            while queue and not self._stop.is_set():
+                item = queue[0]
+                wait = item.due_base + lag - time.monotonic()
+                if wait > 0:
+                    next_due = min(next_due, wait)
+                    break
+                try:
+                    applied = apply(item)
+                except _AWS_ERRORS as error:
+                    self._errors += 1
+                    delay = backoff.failed(time.monotonic())
+                    logger.warning(
+                        "%s delivery failed lane=%s item=%s error=%s detail=%s retry_in=%.2fs",
+                        self.name,
+                        label,
+                        describe(item),
+                        _error_code(error),
+                        error,
+                        delay,
+                    )
+                    break
+                backoff.succeeded()
+                with self._lock:
+                    queue.popleft()
+                    if applied:
+                        self._applied += 1
+                    else:
+                        self._skipped += 1
+                    self._last_delay[label] = round(max(0.0, time.time() - item.written_at), 3)
+        return next_due
 
     def _mark_caught_up(self, source: str, poll_started: float) -> None:
         with self._lock:
@@ -319,11 +375,7 @@ class GlobalTableReplicator(_PollingWorker):
         self._pair_backoff = {pair: _Backoff(poll_interval) for pair in self._queues}
         # Fingerprints of our own writes, so their stream records are not sent back.
         self._echoes: OrderedDict[tuple[str, str, str], int] = OrderedDict()
-        self._applied = 0
-        self._skipped = 0
         self._echoes_dropped = 0
-        self._errors = 0
-        self._last_delay: dict[str, float] = {}
 
     # Clients ----------------------------------------------------------------------------
 
@@ -508,50 +560,11 @@ class GlobalTableReplicator(_PollingWorker):
 
     def _deliver_due(self) -> float:
         """Deliver every due delivery; return seconds until the next one may be due."""
-        if self.faults.replication_paused:
-            return self.poll_interval
-        lag = self.faults.replication_lag  # read now, so a new lag applies to the backlog
-        next_due = self.poll_interval
-        for (source, target), queue in self._queues.items():
-            if self.faults.is_down(source) or self.faults.is_down(target):
-                continue
-            backoff = self._pair_backoff[(source, target)]
-            if not backoff.ready(time.monotonic()):
-                continue
-            while queue and not self._stop.is_set():
-                delivery = queue[0]
-                wait = delivery.due_base + lag - time.monotonic()
-                if wait > 0:
-                    next_due = min(next_due, wait)
-                    break
-                try:
-                    applied = self._apply(delivery)
-                except _AWS_ERRORS as error:
-                    self._errors += 1
-                    delay = backoff.failed(time.monotonic())
-                    logger.warning(
-                        "ddb-replication delivery failed table=%s source=%s target=%s key=%s "
-                        "error=%s detail=%s retry_in=%.2fs",
-                        self.table_name,
-                        source,
-                        target,
-                        _fingerprint(delivery.keys),
-                        _error_code(error),
-                        error,
-                        delay,
-                    )
-                    break
-                backoff.succeeded()
-                with self._lock:
-                    queue.popleft()
-                    if applied:
-                        self._applied += 1
-                    else:
-                        self._skipped += 1
-                    self._last_delay[f"{source}->{target}"] = round(
-                        max(0.0, time.time() - delivery.written_at), 3
-                    )
-        return next_due
+        lanes = (
+            (f"{source}->{target}", source, target, queue, self._pair_backoff[(source, target)])
+            for (source, target), queue in self._queues.items()
+        )
+        return self._deliver_lanes(lanes, self._apply, lambda d: f"{self.table_name}:{_fingerprint(d.keys)}")
 
     # Applying one change ----------------------------------------------------------------
 
@@ -699,8 +712,8 @@ class _Copy:
     rule: ReplicationRule
     key: str
     etag: str
-    seen_at: float  # epoch seconds when the object was first listed
-    due_base: float  # monotonic twin of seen_at
+    written_at: float  # epoch seconds when the object was first listed
+    due_base: float  # monotonic twin of written_at
 
 
 # Object headers that S3 replication carries over besides the body and user metadata.
@@ -735,10 +748,6 @@ class S3Replicator(_PollingWorker):
         self._copy_backoff = {r: _Backoff(poll_interval) for r in self.rules}
         # (region, bucket, key) -> ETag of the copy we wrote, so its listing is ignored.
         self._replicas: dict[tuple[str, str, str], str] = {}
-        self._applied = 0
-        self._skipped = 0
-        self._errors = 0
-        self._last_delay: dict[str, float] = {}
 
     def _s3(self, region: str) -> Any:
         if region not in self._clients:
@@ -814,45 +823,11 @@ class S3Replicator(_PollingWorker):
         self._mark_caught_up(rule.label, started)
 
     def _deliver_due(self) -> float:
-        if self.faults.replication_paused:
-            return self.poll_interval
-        lag = self.faults.replication_lag
-        next_due = self.poll_interval
-        for rule, queue in self._queues.items():
-            if self.faults.is_down(rule.source_region) or self.faults.is_down(rule.dest_region):
-                continue
-            backoff = self._copy_backoff[rule]
-            if not backoff.ready(time.monotonic()):
-                continue
-            while queue and not self._stop.is_set():
-                copy = queue[0]
-                wait = copy.due_base + lag - time.monotonic()
-                if wait > 0:
-                    next_due = min(next_due, wait)
-                    break
-                try:
-                    applied = self._copy(copy)
-                except _AWS_ERRORS as error:
-                    self._errors += 1
-                    delay = backoff.failed(time.monotonic())
-                    logger.warning(
-                        "s3-replication copy failed rule=%s key=%s error=%s detail=%s retry_in=%.2fs",
-                        rule.label,
-                        copy.key,
-                        _error_code(error),
-                        error,
-                        delay,
-                    )
-                    break
-                backoff.succeeded()
-                with self._lock:
-                    queue.popleft()
-                    if applied:
-                        self._applied += 1
-                    else:
-                        self._skipped += 1
-                    self._last_delay[rule.label] = round(max(0.0, time.time() - copy.seen_at), 3)
-        return next_due
+        lanes = (
+            (rule.label, rule.source_region, rule.dest_region, queue, self._copy_backoff[rule])
+            for rule, queue in self._queues.items()
+        )
+        return self._deliver_lanes(lanes, self._copy, lambda c: c.key)
 
     def _copy(self, copy: _Copy) -> bool:
         """Copy one object; False when it was not needed (gone, a replica, or already there)."""
