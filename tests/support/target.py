@@ -150,43 +150,63 @@ def from_stacks(spec: str, global_url: str | None) -> Target:
     )
 
 
+class PortClash(RuntimeError):
+    """The sandbox could not bind a port it was given."""
+
+
 class SandboxProcess:
     """`python -m sandbox up` as a child process on free ports; stopped like Ctrl-C."""
 
     def __init__(self, workdir: Path, extra_args: list[str] | None = None, ready_timeout: float = 120.0):
         self.endpoints_file = workdir / "endpoints.json"
         self.log_path = workdir / "sandbox.log"
-        self.args = [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "up",
-            "--aws-port",
-            str(free_port()),
-            "--global-port",
-            str(free_port()),
-            "--admin-port",
-            str(free_port()),
-            "--region-port-base",
-            str(free_port_base()),
-            "--endpoints-file",
-            str(self.endpoints_file),
-            *(extra_args or []),
-        ]
+        self.extra_args = extra_args or []
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.started_seconds: float | None = None
 
-    def start(self) -> Target:
+    def _args(self) -> list[str]:
+        ports = {
+            "--aws-port": free_port(),
+            "--global-port": free_port(),
+            "--admin-port": free_port(),
+            "--region-port-base": free_port_base(),
+        }
+        return [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "up",
+            *(str(part) for pair in ports.items() for part in pair),
+            "--endpoints-file",
+            str(self.endpoints_file),
+            *self.extra_args,
+        ]
+
+    def start(self, attempts: int = 3) -> Target:
+        """Start on free ports; another process may take a port between our check and the
+        sandbox's bind, so a port clash is retried with new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except PortClash:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> Target:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log = self.log_path.open("wb")
         started = time.monotonic()
         self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
-            self.args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            self._args(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = started + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._log.close()
+                if "is already in use" in self.log():
+                    raise PortClash(self.log())
                 raise RuntimeError(f"sandbox exited with {self.process.returncode}:\n{self.log()}")
             if self.endpoints_file.exists():
                 try:
