@@ -28,6 +28,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from multiregion.aws import error_code, is_condition_failure
 from multiregion.clock import utc_now_iso
 from multiregion.control import CONTROL_PK
 from multiregion.errors import AppError
@@ -233,7 +234,7 @@ def save(table: Any, new: AppState, expected_epoch: int) -> None:
             ]
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+        if error_code(error) == "TransactionCanceledException":
             raise StaleEpochError(
                 f"the state moved past epoch {expected_epoch} before this change was written",
                 details={"expectedEpoch": expected_epoch},
@@ -263,7 +264,7 @@ def propagate(table: Any, new: AppState) -> bool:
             ExpressionAttributeValues={":epoch": new.epoch},
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if is_condition_failure(error):
             return False
         raise
     return True

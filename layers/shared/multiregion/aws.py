@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 _lock = threading.Lock()
 _clients: dict[tuple[Any, ...], Any] = {}
@@ -56,6 +57,23 @@ def table(table_name: str, region: str, config: Config | None = None) -> Any:
             "dynamodb", region_name=region, config=config or DEFAULT_CONFIG
         ).Table(table_name),
     )
+
+
+def error_code(error: ClientError) -> str | None:
+    return error.response.get("Error", {}).get("Code")
+
+
+def is_condition_failure(error: ClientError) -> bool:
+    """A conditional write that found the item not as expected (nothing was written)."""
+    return error_code(error) == "ConditionalCheckFailedException"
+
+
+def describe_error(error: BaseException) -> str:
+    """`Code: message` of an AWS error, or the exception's type and text: for reports."""
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"{info.get('Code', 'Error')}: {info.get('Message', '')}".strip()
+    return f"{type(error).__name__}: {error}"
 
 
 def clear() -> None:

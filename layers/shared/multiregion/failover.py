@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from multiregion import appstate, aws, control
 from multiregion.appstate import AppState
+from multiregion.aws import describe_error
 from multiregion.clock import utc_now_iso
 from multiregion.fencing import default_state
 from multiregion.settings import Settings
@@ -120,13 +121,6 @@ def _local_table(settings: Settings) -> Any:
 
 def _remote_table(settings: Settings, region: str) -> Any:
     return aws.table(settings.table_name, region, aws.CROSS_REGION_CONFIG)
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ClientError):
-        info = error.response.get("Error", {})
-        return f"{info.get('Code')}: {info.get('Message')}"
-    return f"{type(error).__name__}: {error}"
 
 
 # --- Step: plan -----------------------------------------------------------------------
@@ -234,7 +228,7 @@ def _propagate(settings: Settings, region: str, new: AppState) -> tuple[bool, st
     try:
         appstate.propagate(_remote_table(settings, region), new)
     except (ClientError, BotoCoreError) as error:
-        return False, _describe(error)
+        return False, describe_error(error)
     return True, None
 
 
@@ -294,9 +288,15 @@ def write_sentinel(
     except (ClientError, BotoCoreError) as error:
         if not plan_doc["request"]["force"]:
             raise RegionUnreachable(
-                f"could not write the sentinel in {plan_doc['fenceRegion']}: {_describe(error)}"
+                f"could not write the sentinel in {plan_doc['fenceRegion']}: {describe_error(error)}"
             ) from None
-        return {"written": False, "error": _describe(error), "key": key, "nonce": None, "writtenAt": None}
+        return {
+            "written": False,
+            "error": describe_error(error),
+            "key": key,
+            "nonce": None,
+            "writtenAt": None,
+        }
     return {"written": True, "error": None, "key": key, "nonce": nonce, "writtenAt": written_at}
 
 
@@ -328,7 +328,7 @@ def replication_gate(
         points = [p["Maximum"] for p in stats.get("Datapoints", [])]
         error = None
     except (ClientError, BotoCoreError) as caught:
-        points, error = [], _describe(caught)
+        points, error = [], describe_error(caught)
 
     elapsed = (now - _parse(fence_result["at"])).total_seconds()
     if not points:
@@ -385,7 +385,7 @@ def flip_routing(plan_doc: dict[str, Any], settings: Settings) -> dict[str, Any]
                 )
             writes[where] = "written"
         except (ClientError, BotoCoreError) as error:
-            writes[where] = _describe(error)
+            writes[where] = describe_error(error)
     if writes[settings.region] != "written":
         raise RegionUnreachable(f"could not write the maintenance switch here: {writes[settings.region]}")
     return {"maintenance": switches, "writes": writes, "at": utc_now_iso()}
@@ -439,7 +439,7 @@ def assess_data_at_risk(plan_doc: dict[str, Any], settings: Settings) -> dict[st
         from_left = [r["updatedAt"] for r in ours.values() if r.get("updatedRegion") == left]
         return {
             "known": False,
-            "reason": f"{left} could not be read: {_describe(error)}",
+            "reason": f"{left} could not be read: {describe_error(error)}",
             "lastReplicatedWriteAt": max(from_left, default=None),
             "assessedAt": utc_now_iso(),
         }
@@ -457,7 +457,9 @@ def reconcile(plan_doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
     try:
         theirs = _items(_remote_table(settings, there))
     except (ClientError, BotoCoreError) as error:
-        raise RegionUnreachable(f"failback needs {there} readable to reconcile: {_describe(error)}") from None
+        raise RegionUnreachable(
+            f"failback needs {there} readable to reconcile: {describe_error(error)}"
+        ) from None
     return {
         f"onlyIn_{there}": diff_replicas(theirs, ours),
         f"onlyIn_{here}": diff_replicas(ours, theirs),

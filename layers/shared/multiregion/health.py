@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from multiregion import aws
+from multiregion.aws import describe_error
 from multiregion.control import maintenance_key
 from multiregion.settings import Settings
 
@@ -90,13 +91,6 @@ def _config_mismatches(settings: Settings, config: Any) -> list[str]:
     ]
 
 
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ClientError):
-        info = error.response.get("Error", {})
-        return f"{info.get('Code', 'Error')}: {info.get('Message', '')}".strip()
-    return f"{type(error).__name__}: {error}"
-
-
 def _timed(read: Callable[..., Any], *args: Any) -> tuple[Any, int]:
     started = time.monotonic()
     result = read(*args)
@@ -146,11 +140,11 @@ def check_region(
         else:
             checks["maintenance"] = Check(True, "off", 0)
     else:
-        checks["table"] = Check(False, _describe(table_error), table_ms)
+        checks["table"] = Check(False, describe_error(table_error), table_ms)
         checks["maintenance"] = Check(False, "unknown: the table did not answer", 0)
 
     if config_error is not None:
-        checks["config"] = Check(False, _describe(config_error), config_ms)
+        checks["config"] = Check(False, describe_error(config_error), config_ms)
     else:
         mismatches = _config_mismatches(settings, config)
         detail = "matches" if not mismatches else "mismatch: " + ", ".join(mismatches)

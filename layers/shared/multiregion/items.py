@@ -18,6 +18,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from multiregion.aws import is_condition_failure
 from multiregion.clock import utc_now_iso
 from multiregion.cursor import decode_cursor, encode_cursor
 from multiregion.errors import NotFoundError, VersionConflictError
@@ -83,10 +84,6 @@ def _from_record(record: dict[str, Any]) -> Item:
     )
 
 
-def _is_condition_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
 class ItemRepository:
     """Items in one region's replica of the global table."""
 
@@ -126,7 +123,7 @@ class ItemRepository:
         try:
             self._table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
         except ClientError as error:
-            if idempotency_key and _is_condition_failure(error):
+            if idempotency_key and is_condition_failure(error):
                 return self.get(item_id), False
             raise
         return _from_record(record), True
@@ -161,7 +158,7 @@ class ItemRepository:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 self._raise_conflict(item_id, expected_version)
             raise
         return _from_record(response["Attributes"])
@@ -173,7 +170,7 @@ class ItemRepository:
         try:
             self._table.delete_item(Key=_key(item_id), ConditionExpression=condition)
         except ClientError as error:
-            if _is_condition_failure(error):
+            if is_condition_failure(error):
                 self._raise_conflict(item_id, expected_version)
             raise
 
