@@ -22,6 +22,7 @@ from sandbox.replication import (
     S3Replicator,
     _Delivery,
 )
+from tests.support.cfn import create_table_kwargs
 
 PRIMARY, SECONDARY = "ca-central-1", "us-west-2"
 REGIONS = [PRIMARY, SECONDARY]
@@ -88,19 +89,7 @@ def ddb(moto_url: str) -> dict[str, Any]:
 def table(ddb: dict[str, Any]) -> str:
     name = f"items-{uuid.uuid4().hex[:8]}"
     for client in ddb.values():
-        client.create_table(
-            TableName=name,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        client.create_table(**create_table_kwargs(name))
     return name
 
 
@@ -304,19 +293,7 @@ def test_works_in_process_with_mock_aws(faults: FaultState) -> None:
     with mock_aws():
         clients = {r: boto3.client("dynamodb", region_name=r) for r in REGIONS}
         for client in clients.values():
-            client.create_table(
-                TableName="items",
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-            )
+            client.create_table(**create_table_kwargs("items"))
         rep = GlobalTableReplicator(
             lambda r: boto3.client("dynamodb", region_name=r), "items", REGIONS, faults, POLL
         )

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from multiregion import appstate
-from multiregion.appstate import StaleEpochError, TransitionError
+from multiregion.errors import StaleEpochError, TransitionError
 
 P, S = "ca-central-1", "us-west-2"
 

@@ -11,7 +11,7 @@ import pytest
 
 from functions.failover_steps import app as steps_app
 from multiregion import appstate, control, failover
-from multiregion.appstate import StaleEpochError
+from multiregion.errors import StaleEpochError
 from multiregion.settings import get_settings
 from tests.support import cfn
 from tests.unit.conftest import REGION as PRIMARY
@@ -171,23 +171,25 @@ def test_gate_without_latency_datapoints_rests_on_the_sentinel(replicas: dict[st
     assert "not counted" in gate["evidence"]
 
 
-def test_gate_waits_ten_times_the_recent_maximum_latency(replicas: dict[str, Any]) -> None:
-    cloudwatch = boto3.client("cloudwatch", region_name=PRIMARY)
-    for value in (400.0, 1200.0):
-        cloudwatch.put_metric_data(
+def put_replication_latency(*values_ms: float) -> None:
+    """Datapoints of the metric DynamoDB publishes in the source region."""
+    dimensions = [{"Name": "TableName", "Value": TABLE}, {"Name": "ReceivingRegion", "Value": SECONDARY}]
+    for value in values_ms:
+        boto3.client("cloudwatch", region_name=PRIMARY).put_metric_data(
             Namespace="AWS/DynamoDB",
             MetricData=[
                 {
                     "MetricName": "ReplicationLatency",
-                    "Dimensions": [
-                        {"Name": "TableName", "Value": TABLE},
-                        {"Name": "ReceivingRegion", "Value": SECONDARY},
-                    ],
+                    "Dimensions": dimensions,
                     "Value": value,
                     "Unit": "Milliseconds",
                 }
             ],
         )
+
+
+def test_gate_waits_ten_times_the_recent_maximum_latency(replicas: dict[str, Any]) -> None:
+    put_replication_latency(400.0, 1200.0)
     plan = make_plan()
 
     gate = failover.replication_gate(plan, failover.fence(plan, get_settings()), get_settings())
@@ -198,20 +200,7 @@ def test_gate_waits_ten_times_the_recent_maximum_latency(replicas: dict[str, Any
 
 
 def test_gate_refuses_a_wait_longer_than_the_deadline(replicas: dict[str, Any]) -> None:
-    boto3.client("cloudwatch", region_name=PRIMARY).put_metric_data(
-        Namespace="AWS/DynamoDB",
-        MetricData=[
-            {
-                "MetricName": "ReplicationLatency",
-                "Dimensions": [
-                    {"Name": "TableName", "Value": TABLE},
-                    {"Name": "ReceivingRegion", "Value": SECONDARY},
-                ],
-                "Value": 9000.0,
-                "Unit": "Milliseconds",
-            }
-        ],
-    )
+    put_replication_latency(9000.0)
     plan = make_plan()
 
     with pytest.raises(failover.CatchUpTooSlow, match="90 s wait"):

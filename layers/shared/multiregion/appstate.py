@@ -31,33 +31,12 @@ from pydantic import BaseModel, ConfigDict
 from multiregion.aws import error_code, is_condition_failure
 from multiregion.clock import utc_now_iso
 from multiregion.control import CONTROL_PK
-from multiregion.errors import AppError
+from multiregion.errors import StaleEpochError, TransitionError
 
 StateName = Literal["ACTIVE", "FENCED", "FAILOVER"]
 Mode = Literal["active-active", "active-passive"]
 STATE_KEY = {"pk": CONTROL_PK, "sk": "APP_STATE"}
 AUDIT_SK_PREFIX = "APP_STATE#AUDIT#"
-
-
-class TransitionError(AppError):
-    """The requested change is not allowed from the current state."""
-
-    status = 409
-    code = "InvalidTransition"
-
-
-class StaleEpochError(AppError):
-    """Someone else changed the state since it was read: nothing was written."""
-
-    status = 409
-    code = "StaleEpoch"
-
-
-class WriteFencedError(AppError):
-    """This region may not take writes now; the client should retry at the writer."""
-
-    status = 503
-    code = "WriteFenced"
 
 
 class AppState(BaseModel):

@@ -52,3 +52,27 @@ class PreconditionRequiredError(AppError):
 class ServiceUnavailableError(AppError):
     status = 503
     code = "ServiceUnavailable"
+
+
+# Application state (multiregion.appstate, multiregion.fencing)
+
+
+class TransitionError(AppError):
+    """The requested change is not allowed from the current state."""
+
+    status = 409
+    code = "InvalidTransition"
+
+
+class StaleEpochError(AppError):
+    """Someone else changed the state since it was read: nothing was written."""
+
+    status = 409
+    code = "StaleEpoch"
+
+
+class WriteFencedError(AppError):
+    """This region may not take writes now; the client should retry at the writer."""
+
+    status = 503
+    code = "WriteFenced"

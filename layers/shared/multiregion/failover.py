@@ -26,6 +26,7 @@ from multiregion import appstate, aws, control
 from multiregion.appstate import AppState
 from multiregion.aws import describe_error
 from multiregion.clock import utc_now_iso
+from multiregion.errors import StaleEpochError
 from multiregion.fencing import default_state
 from multiregion.settings import Settings
 
@@ -235,7 +236,7 @@ def _propagate(settings: Settings, region: str, new: AppState) -> tuple[bool, st
 def fence(plan_doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Stop writes in the region being left. Unless forced, that region must hear it now."""
     if appstate.load(_local_table(settings), default_state(settings)).epoch != plan_doc["startEpoch"]:
-        raise appstate.StaleEpochError(f"the state moved past epoch {plan_doc['startEpoch']} after planning")
+        raise StaleEpochError(f"the state moved past epoch {plan_doc['startEpoch']} after planning")
     result = _transition(plan_doc, settings, "fence", plan_doc["fenceRegion"])
     if result["propagationError"] and not plan_doc["request"]["force"]:
         # Fenced here but not there: undo, so the region being left keeps writing.

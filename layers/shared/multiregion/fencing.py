@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from multiregion import appstate, aws
-from multiregion.appstate import AppState, WriteFencedError
+from multiregion.appstate import AppState
+from multiregion.errors import WriteFencedError
 from multiregion.settings import Settings
 
 
