@@ -222,6 +222,16 @@ def test_promote_and_routing_finish_the_failover(replicas: dict[str, Any]) -> No
     assert state_in(replicas[SECONDARY]).lastFailoverAt
 
 
+def test_only_the_execution_holding_the_fence_may_promote(replicas: dict[str, Any]) -> None:
+    plan = make_plan()
+    failover.fence(plan, get_settings())
+    intruder = {**plan, "executionId": "arn:exec:other"}
+
+    with pytest.raises(StaleEpochError, match="not by this execution"):
+        failover.promote(intruder, get_settings())
+    assert state_in(replicas[SECONDARY]).state == "FENCED"
+
+
 def test_unfence_gives_writes_back(replicas: dict[str, Any]) -> None:
     plan = make_plan()
     failover.fence(plan, get_settings())

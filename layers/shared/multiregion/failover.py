@@ -203,6 +203,12 @@ def _transition(plan_doc: dict[str, Any], settings: Settings, operation: str, *a
     """Apply one transition in the local replica (epoch-conditioned), then copy it over."""
     table = _local_table(settings)
     current = appstate.load(table, default_state(settings))
+    if operation != "fence" and current.executionId != plan_doc["executionId"]:
+        # Only the execution that holds the fence may move the state on from it.
+        raise StaleEpochError(
+            f"the state (epoch {current.epoch}) was last changed by {current.executionId}, "
+            "not by this execution"
+        )
     new = appstate.TRANSITIONS[operation](current, *args)
     request = plan_doc["request"]
     new = appstate.stamp(
