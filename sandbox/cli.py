@@ -128,7 +128,10 @@ def _up(args: argparse.Namespace) -> int:
     print(
         f"sandbox ready in {ready:.1f} s; endpoints in {options.endpoints_file}; Ctrl-C stops it", flush=True
     )
-    stop.wait()
+    # Wake regularly: the kernel may hand the signal to another thread, and the handler
+    # only runs once the main thread wakes up.
+    while not stop.wait(0.25):
+        pass
     print("stopping...", flush=True)
     sandbox.stop()
     return 0

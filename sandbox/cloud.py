@@ -56,6 +56,9 @@ def check_port_free(host: str, port: int, what: str) -> None:
     if port == 0:
         return
     with socket.socket() as sock:
+        # As the servers do: connections of a previous run in TIME_WAIT do not make a
+        # port busy; a listening socket does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
