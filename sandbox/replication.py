@@ -102,10 +102,10 @@ class _Backoff:
 class _PollingWorker:
     """Thread life cycle and the idle test shared by both replicators.
 
-    A subclass implements ``_tick`` (one round of reading and delivering),
-    ``_pending_count`` and ``_live_sources`` (the sources that must have been read to
-    their end for the worker to be idle). It reports reads with ``_mark_caught_up``
-    and writes with ``_mark_written``.
+    A subclass fills ``_queues`` (one FIFO per lane) and implements ``_tick`` (one
+    round of reading and delivering) and ``_live_sources`` (the sources that must have
+    been read to their end for the worker to be idle). It reports reads with
+    ``_mark_caught_up`` and writes with ``_mark_written``.
     """
 
     def __init__(self, name: str, faults: FaultState, poll_interval: float) -> None:
@@ -125,6 +125,7 @@ class _PollingWorker:
         self._skipped = 0
         self._errors = 0
         self._last_delay: dict[str, float] = {}
+        self._queues: dict[Any, deque[Any]] = {}  # one FIFO per lane, filled by the subclass
 
     def start(self) -> None:
         """Start the background thread; calling it while running does nothing."""
@@ -221,6 +222,10 @@ class _PollingWorker:
                     self._last_delay[label] = round(max(0.0, time.time() - item.written_at), 3)
         return next_due
 
+    def _pending_count(self) -> int:
+        """Deliveries queued and not yet done; called under self._lock."""
+        return sum(len(q) for q in self._queues.values())
+
     def _mark_caught_up(self, source: str, poll_started: float) -> None:
         with self._lock:
             self._caught_up_at[source] = poll_started
@@ -245,11 +250,8 @@ class _PollingWorker:
             self._wake.wait(max(0.0, min(sleep_for, self.poll_interval)))
             self._wake.clear()
 
-    # Implemented by subclasses; _pending_count and _live_sources run under self._lock.
+    # Implemented by subclasses; _live_sources runs under self._lock.
     def _tick(self) -> float:
-        raise NotImplementedError
-
-    def _pending_count(self) -> int:
         raise NotImplementedError
 
     def _live_sources(self) -> Iterable[str]:
@@ -407,9 +409,6 @@ class GlobalTableReplicator(_PollingWorker):
                 "errors": self._errors + self._tick_errors,
                 "lastDelaySeconds": dict(self._last_delay),
             }
-
-    def _pending_count(self) -> int:
-        return sum(len(q) for q in self._queues.values())
 
     def _live_sources(self) -> Iterable[str]:
         return [r for r in self.regions if not self.faults.is_down(r)]
@@ -764,9 +763,6 @@ class S3Replicator(_PollingWorker):
                 "errors": self._errors + self._tick_errors,
                 "lastDelaySeconds": dict(self._last_delay),
             }
-
-    def _pending_count(self) -> int:
-        return sum(len(q) for q in self._queues.values())
 
     def _live_sources(self) -> Iterable[str]:
         return [r.label for r in self.rules if not self.faults.is_down(r.source_region)]
