@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +14,18 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from sandbox.faults import FaultError, FaultState, OutageMiddleware, credential_scope
+from sandbox.faults import (
+    UNREACHABLE_HEADER,
+    FaultError,
+    FaultState,
+    OutageMiddleware,
+    caller_access_key,
+    credential_scope,
+)
 
 PRIMARY, SECONDARY = "ca-central-1", "us-west-2"
 
@@ -186,3 +194,119 @@ def test_api_down_fails_the_app_api_but_not_the_regions_services(faults: FaultSt
     faults.region_down(SECONDARY)
     assert faults.is_api_down(SECONDARY)  # a whole-region outage takes the API with it
     assert faults.apply_command("heal", [PRIMARY])["apiDown"] == []
+
+
+# Partitions, throttling and latency --------------------------------------------------------
+
+
+def test_partition_throttle_latency_and_jitter_commands(faults: FaultState) -> None:
+    snapshot = faults.apply_command("partition", [SECONDARY, PRIMARY])
+    assert snapshot["partitions"] == [[PRIMARY, SECONDARY]]
+    assert faults.is_partitioned(PRIMARY, SECONDARY) and faults.is_partitioned(SECONDARY, PRIMARY)
+    assert faults.apply_command("heal-partition", [PRIMARY, SECONDARY])["partitions"] == []
+
+    assert faults.apply_command("throttle", [PRIMARY, "DynamoDB"])["throttled"] == [f"{PRIMARY}/dynamodb"]
+    assert faults.is_throttled(PRIMARY, "dynamodb") and not faults.is_throttled(SECONDARY, "dynamodb")
+    assert faults.apply_command("latency", [PRIMARY, "dynamodb", "1.5"])["latencySeconds"] == {
+        f"{PRIMARY}/dynamodb": 1.5
+    }
+    snapshot = faults.apply_command("heal", [PRIMARY])  # heal ends a region's throttles and latency
+    assert snapshot["throttled"] == [] and snapshot["latencySeconds"] == {}
+
+    assert faults.apply_command("replication-jitter", ["0.25"])["replication"]["jitterSeconds"] == 0.25
+    assert faults.replication_jitter == 0.25
+    json.dumps(faults.snapshot())
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("partition", [PRIMARY, PRIMARY], "two different regions"),
+        ("partition", [PRIMARY, "mars-1"], "unknown region 'mars-1'"),
+        ("throttle", [PRIMARY, "dynamo"], r"unknown service 'dynamo'; valid services: dynamodb"),
+        ("latency", [PRIMARY, "dynamodb", "61"], "between 0 and 60 seconds"),
+        ("replication-jitter", ["-2"], "between 0 and 3600"),
+    ],
+)
+def test_bad_partition_and_throttle_commands(
+    faults: FaultState, name: str, args: list[str], message: str
+) -> None:
+    with pytest.raises(FaultError, match=message):
+        faults.apply_command(name, args)
+
+
+def ddb_client(endpoint: str, region: str, caller: str | None = None, **config: Any) -> Any:
+    return boto3.client(
+        "dynamodb",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id=caller_access_key(caller) if caller else "testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, **config),
+    )
+
+
+def test_a_partition_cuts_calls_between_the_two_regions_only(outage_moto: str, faults: FaultState) -> None:
+    faults.partition(PRIMARY, SECONDARY)
+
+    for caller, target in ((SECONDARY, PRIMARY), (PRIMARY, SECONDARY)):
+        with pytest.raises(ClientError) as raised:
+            ddb_client(outage_moto, target, caller).list_tables()
+        assert raised.value.response["ResponseMetadata"]["HTTPHeaders"][UNREACHABLE_HEADER] == "true"
+    # Each region still reaches its own services, and clients outside the regions reach both.
+    assert "TableNames" in ddb_client(outage_moto, PRIMARY, PRIMARY).list_tables()
+    assert "TableNames" in ddb_client(outage_moto, PRIMARY).list_tables()
+    faults.heal_partition(PRIMARY, SECONDARY)
+    assert "TableNames" in ddb_client(outage_moto, PRIMARY, SECONDARY).list_tables()
+
+
+def test_a_throttled_dynamodb_answers_with_its_real_errors(outage_moto: str, faults: FaultState) -> None:
+    ddb = ddb_client(outage_moto, PRIMARY)
+    ddb.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    faults.throttle(PRIMARY, "dynamodb")
+
+    def code(call: Any) -> str:
+        with pytest.raises(ClientError) as raised:
+            call()
+        return raised.value.response["Error"]["Code"]
+
+    assert code(lambda: ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})) == (
+        "ProvisionedThroughputExceededException"
+    )
+    assert code(lambda: ddb.describe_table(TableName="t")) == "ThrottlingException"
+    with pytest.raises(ClientError) as raised:
+        ddb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": k}}}} for k in "ab"]
+        )
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == ["ThrottlingError"] * 2
+    assert "TableNames" in ddb_client(outage_moto, SECONDARY).list_tables()  # other regions answer
+    faults.heal(PRIMARY)
+    ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
+
+
+def test_latency_holds_a_write_that_lands_after_its_caller_gave_up(
+    outage_moto: str, faults: FaultState
+) -> None:
+    ddb = ddb_client(outage_moto, PRIMARY)
+    ddb.create_table(
+        TableName="slow",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    faults.set_latency(PRIMARY, "dynamodb", 1.0)
+    impatient = ddb_client(outage_moto, PRIMARY, read_timeout=0.3)
+    with pytest.raises(ReadTimeoutError):
+        impatient.put_item(TableName="slow", Item={"pk": {"S": "late"}})
+    faults.set_latency(PRIMARY, "dynamodb", 0)
+
+    deadline = time.monotonic() + 5
+    while "Item" not in ddb.get_item(TableName="slow", Key={"pk": {"S": "late"}}):
+        assert time.monotonic() < deadline, "the held write never landed"
+        time.sleep(0.05)
