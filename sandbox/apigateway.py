@@ -104,14 +104,13 @@ class RegionalApi:
         params: dict[str, str],
         query: str,
         headers: dict[str, list[str]],
-        body: bytes | None,
+        body: str | None,
         source_ip: str,
     ) -> dict[str, Any]:
         """The REST API proxy integration event, field for field."""
         multi_query = parse_qs(query, keep_blank_values=True) if query else {}
         now = datetime.now(UTC)
         request_id = str(uuid.uuid4())
-        text = body.decode("utf-8") if body else None
         return {
             "resource": route.path,
             "path": path,
@@ -139,7 +138,7 @@ class RegionalApi:
                 "domainName": f"{self.api_id}.execute-api.{self.region}.amazonaws.com",
                 "apiId": self.api_id,
             },
-            "body": text,
+            "body": body,
             "isBase64Encoded": False,
         }
 
@@ -167,23 +166,34 @@ class RegionalApi:
                 path = url.path[len(prefix) :] if url.path.startswith(prefix + "/") else None
                 matched = api.match(method, path) if path else None
                 if matched is None:
-                    message = f"no such route: {method} {url.path}"
-                    self._send(404, {"code": "NotFound", "message": message, "region": api.region}, {})
+                    self._gateway_error(404, "NotFound", f"no such route: {method} {url.path}")
+                    return
+                try:
+                    text = body.decode("utf-8") if body else None
+                except UnicodeDecodeError:
+                    self._gateway_error(400, "BadRequest", "the request body is not valid UTF-8")
                     return
                 route, params = matched
                 headers: dict[str, list[str]] = {}
                 for key, value in self.headers.items():
                     headers.setdefault(key, []).append(value)
                 event = api.proxy_event(
-                    method, route, path, params, url.query, headers, body, self.client_address[0]
+                    method, route, path, params, url.query, headers, text, self.client_address[0]
                 )
+                if api.faults.is_throttled(api.region, "lambda"):
+                    # Lambda refused the invocation: API Gateway answers 500, not 429.
+                    self._gateway_error(500, "ServerError", "Internal server error")
+                    return
                 try:
                     result = api.runtime.invoke(api.region, route.logical_id, event)
                 except FunctionError as error:
                     logger.warning(
                         "%s %s in %s: %s", method, url.path, api.region, error.payload["errorMessage"]
                     )
-                    self._send(502, {"message": "Internal server error"}, {})
+                    # A throttled invocation is a 500, a failed or timed-out one a 502.
+                    self._gateway_error(
+                        500 if error.throttled else 502, "ServerError", "Internal server error"
+                    )
                     return
                 self._respond(result)
                 logger.debug(
@@ -193,6 +203,24 @@ class RegionalApi:
                     result.get("statusCode"),
                     (time.monotonic() - started) * 1000,
                 )
+
+            def _gateway_error(self, status: int, code: str, message: str) -> None:
+                """A gateway response, shaped as the template's GatewayResponses shape it."""
+                self._send(status, {"code": code, "message": message, "region": api.region}, {})
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                # http.server's own errors (a malformed request line, a header too long) are
+                # HTML; API Gateway's are the template's JSON.
+                self.close_connection = True
+                self._gateway_error(
+                    code, "BadRequest" if code < 500 else "ServerError", message or "Bad Request"
+                )
+
+            def __getattr__(self, name: str) -> Any:
+                # Any method, TRACE and CONNECT included, is routed (or refused) as API Gateway does.
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
 
             def _respond(self, result: dict[str, Any]) -> None:
                 headers: dict[str, list[str]] = {}
@@ -221,8 +249,6 @@ class RegionalApi:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 logger.debug("%s: " + format, api.region, *args)

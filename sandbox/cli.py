@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from sandbox.cloud import PortInUseError
+from sandbox.functions import DEFAULT_CONTAINERS
 from sandbox.main import ROOT, Options, Sandbox
 
 DEFAULT_ENDPOINTS = ROOT / ".sandbox" / "endpoints.json"
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "--replication-lag", type=float, default=0.5, help="global table replication delay, seconds"
     )
     up.add_argument(
+        "--containers",
+        type=int,
+        default=DEFAULT_CONTAINERS,
+        help=f"Lambda containers per function per region (default {DEFAULT_CONTAINERS})",
+    )
+    up.add_argument(
         "--param",
         type=_parameter,
         action="append",
@@ -99,6 +106,9 @@ def _up(args: argparse.Namespace) -> int:
     if args.health_interval <= 0 or args.health_threshold < 1:
         print("error: --health-interval must be > 0 and --health-threshold >= 1", file=sys.stderr)
         return 2
+    if args.containers < 1:
+        print("error: --containers must be at least 1", file=sys.stderr)
+        return 2
     options = Options(
         aws_port=args.aws_port,
         global_port=args.global_port,
@@ -107,6 +117,7 @@ def _up(args: argparse.Namespace) -> int:
         health_interval=args.health_interval,
         health_threshold=args.health_threshold,
         replication_lag=args.replication_lag,
+        containers=args.containers,
         endpoints_file=args.endpoints_file,
         parameters=dict(args.param),
     )

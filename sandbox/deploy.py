@@ -293,8 +293,16 @@ class Deployer:
                     },
                     timeout=int(config.get("Timeout", 3)),
                     memory=int(config.get("MemorySize", 128)),
+                    reserved_concurrency=self._reserved_concurrency(logical, env),
                 )
             )
+
+    def _reserved_concurrency(self, logical: str, env: Environment) -> int | None:
+        """ReservedConcurrentExecutions as the template gives it (a number or a parameter)."""
+        value = self.sam["Resources"][logical]["Properties"].get("ReservedConcurrentExecutions")
+        if value is None:
+            return None
+        return int(self._resolve(value, env))
 
     def _routes(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[Route]:
         routes = []

@@ -1,90 +1,51 @@
-"""Lambda, in-process: every deployed function runs here, whatever invokes it.
+"""Lambda as it runs: containers per function, concurrency, timeouts, cold starts.
 
 Three ways in, one runtime: the regional API servers call `invoke` directly; moto's
-Lambda Invoke API (boto3 `lambda.invoke`, Step Functions Lambda tasks) reaches it through
-the adapter `connect_moto_lambda`; event source mappings can call `invoke` as well.
+Lambda Invoke API (boto3 `lambda.invoke`, Step Functions Lambda tasks) and its event
+source mappings reach it through the adapter `connect_moto_lambda`.
+
+Each (region, function) has a pool of containers (`sandbox.container`), each its own
+process, as Lambda's execution environments are:
+- one invocation per container at a time; concurrent invocations run in different
+  containers at the same time, up to `containers` per function (beyond that a caller
+  waits for a free one; with reserved concurrency set, it is throttled as Lambda does);
+- module state (clients, the application-state cache) per container; a container is
+  started on demand (a cold start) and reused while warm, the most recently used first;
+- the function's timeout is enforced: the caller gets Lambda's `Sandbox.Timedout` error
+  and the container is killed, so a request it had already sent to AWS may still land
+  (the in-flight write a fence must survive) and nothing after it runs;
+- each region's functions sign their AWS calls with that region's access key
+  (`sandbox.faults.caller_access_key`), so a partition can cut them off from another
+  region.
 
 Handlers are loaded from their source folders (CodeUri), not from a `sam build`
 output: the built layer holds arm64 wheels that will not import on this machine, and
 this virtual environment already has the layer's pinned dependencies. The shared
 package comes from the layer's ContentUri.
-
-Isolation, as Lambda gives it:
-- environment: each invocation sees its function's own variables (template Environment,
-  the variables Lambda sets, the sandbox's endpoint) through a per-thread overlay on
-  `os.environ`, because several regions' functions share this process;
-- module state: each (function, region) loads its handler module under its own name;
-- one invocation at a time: Powertools' resolver keeps the current event on a class
-  attribute, so concurrent invocations would see each other's events. A handler must
-  therefore never invoke another function synchronously (none does).
 """
 
 from __future__ import annotations
 
-import contextvars
-import importlib.util
+import contextlib
 import json
 import logging
-import os
+import multiprocessing
 import sys
 import threading
 import time
-import traceback
 import uuid
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.context import BaseContext
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from sandbox.container import ContainerSpec, serve
+from sandbox.faults import caller_access_key
 
 logger = logging.getLogger(__name__)
 
-_overlay: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("lambda_env", default=None)
-
-
-class _OverlayEnviron(MutableMapping[str, str]):
-    """os.environ whose reads see the current invocation's variables first."""
-
-    def __init__(self, base: MutableMapping[str, str]):
-        self._base = base
-
-    def _view(self) -> MutableMapping[str, str]:
-        overlay = _overlay.get()
-        return overlay if overlay is not None else self._base
-
-    def __getitem__(self, key: str) -> str:
-        return self._view()[key]
-
-    def __setitem__(self, key: str, value: str) -> None:
-        self._view()[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._view()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._view()))
-
-    def __len__(self) -> int:
-        return len(self._view())
-
-    def copy(self) -> dict[str, str]:
-        return dict(self._view())
-
-
-def install_environ_overlay() -> None:
-    if not isinstance(os.environ, _OverlayEnviron):
-        # Replacing the mapping object (not its contents) is the point: reads go through the overlay.
-        os.environ = _OverlayEnviron(os.environ)  # type: ignore[assignment]  # noqa: B003
-
-
-@contextmanager
-def function_environment(variables: dict[str, str]) -> Iterator[None]:
-    token = _overlay.set(dict(variables))
-    try:
-        yield
-    finally:
-        _overlay.reset(token)
+DEFAULT_CONTAINERS = 4
 
 
 @dataclass
@@ -96,45 +57,113 @@ class FunctionSpec:
     code_dir: Path
     handler: str
     environment: dict[str, str]
-    timeout: int
+    timeout: float
     memory: int
-    module: ModuleType | None = field(default=None, repr=False)
-
-
-class LambdaContext:
-    """What Lambda passes as `context`: identity, limits and the time left."""
-
-    def __init__(self, spec: FunctionSpec):
-        self.function_name = spec.name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = spec.arn
-        self.memory_limit_in_mb = spec.memory
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{spec.name}"
-        self.log_stream_name = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
-        self._deadline = time.monotonic() + spec.timeout
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+    reserved_concurrency: int | None = None
 
 
 class FunctionError(Exception):
-    """A handler raised: carries the Lambda-style error payload."""
+    """The invocation failed: carries Lambda's error payload (a handler error, a timeout, a throttle)."""
 
-    def __init__(self, payload: dict[str, Any]):
+    def __init__(self, payload: dict[str, Any], *, throttled: bool = False):
         super().__init__(payload["errorMessage"])
         self.payload = payload
+        self.throttled = throttled
+
+    @property
+    def timed_out(self) -> bool:
+        return self.payload.get("errorType") == "Sandbox.Timedout"
+
+
+def _context() -> BaseContext:
+    """A fork server that has imported what handlers import: a container costs a fork."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["sandbox.container"])
+    return context
+
+
+class Container:
+    """One execution environment: a process, its pipe, and how many invocations it ran."""
+
+    def __init__(self, spec: FunctionSpec, layer_dirs: list[Path], context: BaseContext):
+        self.id = uuid.uuid4().hex
+        self.log_stream_name = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{self.id}"
+        self.invocations = 0
+        container_spec = ContainerSpec(
+            function_name=spec.name,
+            function_arn=spec.arn,
+            handler=spec.handler,
+            code_dir=str(spec.code_dir),
+            paths=tuple(str(p) for p in layer_dirs),
+            environment={**spec.environment, "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name},
+            memory=spec.memory,
+            log_stream_name=self.log_stream_name,
+        )
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=serve,
+            args=(child, container_spec),
+            name=f"lambda-{spec.region}-{spec.logical_id}",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+
+    def invoke(self, event: Any, request_id: str, timeout: float) -> tuple[str, Any]:
+        """("ok", result), ("error", payload) or ("timeout", None); ("exit", None) if it died."""
+        self.invocations += 1
+        deadline = time.time() + timeout
+        try:
+            self._conn.send((request_id, json.dumps(event), deadline))
+            if not self._conn.poll(max(0.0, deadline - time.time())):
+                return "timeout", None
+            status, payload = self._conn.recv()
+        except (EOFError, OSError):
+            return "exit", None
+        return status, json.loads(payload) if status == "ok" else payload
+
+    def kill(self) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(timeout=5)
+        self._conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(None)
+        self._process.join(timeout=2)
+        self.kill()
+
+
+class _Pool:
+    """The containers of one function in one region."""
+
+    def __init__(self, spec: FunctionSpec, limit: int):
+        self.spec = spec
+        self.limit = limit
+        self.idle: list[Container] = []  # the most recently used last (reused first)
+        self.size = 0
+        self.cold_starts = 0
+        self.condition = threading.Condition()
+        self.closed = False
 
 
 class Runtime:
-    def __init__(self, layer_dirs: list[Path], base_environment: dict[str, str]):
-        install_environ_overlay()
-        for layer in layer_dirs:
+    def __init__(
+        self, layer_dirs: list[Path], base_environment: dict[str, str], containers: int = DEFAULT_CONTAINERS
+    ):
+        if containers < 1:
+            raise ValueError(f"containers must be at least 1, got {containers!r}")
+        for layer in layer_dirs:  # the main process reads handlers' code too (routes, tests)
             if str(layer) not in sys.path:
                 sys.path.insert(0, str(layer))
+        self._layers = list(layer_dirs)
         self._base_environment = base_environment
+        self._containers = containers
         self._functions: dict[tuple[str, str], FunctionSpec] = {}
-        self._lock = threading.Lock()  # one invocation at a time (see the module docstring)
+        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._context = _context()
+        self._lock = threading.Lock()
         self.invocations = 0
 
     def register(self, spec: FunctionSpec) -> None:
@@ -143,13 +172,19 @@ class Runtime:
             **spec.environment,
             "AWS_REGION": spec.region,
             "AWS_DEFAULT_REGION": spec.region,
+            "AWS_ACCESS_KEY_ID": caller_access_key(spec.region),
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
             "AWS_LAMBDA_FUNCTION_NAME": spec.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout)),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
         }
-        for key in (spec.name, spec.arn, spec.logical_id):
-            self._functions[(spec.region, key)] = spec
+        limit = min(self._containers, spec.reserved_concurrency or self._containers)
+        with self._lock:
+            self._pools[(spec.region, spec.logical_id)] = _Pool(spec, limit)
+            for key in (spec.name, spec.arn, spec.logical_id):
+                self._functions[(spec.region, key)] = spec
 
     def find(self, region: str, name_or_arn: str) -> FunctionSpec:
         name = (
@@ -164,48 +199,105 @@ class Runtime:
     def functions(self) -> list[FunctionSpec]:
         return list({id(s): s for s in self._functions.values()}.values())
 
-    def _load(self, spec: FunctionSpec) -> ModuleType:
-        if spec.module is None:
-            module_file, _, _ = spec.handler.rpartition(".")
-            path = spec.code_dir / f"{module_file}.py"
-            name = f"sandbox_fn_{spec.region.replace('-', '_')}_{spec.logical_id}"
-            loader_spec = importlib.util.spec_from_file_location(name, path)
-            if loader_spec is None or loader_spec.loader is None:
-                raise LookupError(f"cannot load {path}")
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-            spec.module = module
-        return spec.module
+    def stats(self) -> dict[str, Any]:
+        """Containers per function: running, idle, cold starts (for `sandbox status`)."""
+        return {
+            f"{region}/{logical}": {"containers": p.size, "idle": len(p.idle), "coldStarts": p.cold_starts}
+            for (region, logical), p in self._pools.items()
+            if p.size or p.cold_starts
+        }
+
+    # Containers --------------------------------------------------------------------------
+
+    def _acquire(self, pool: _Pool) -> Container:
+        with pool.condition:
+            while True:
+                if pool.closed:
+                    raise RuntimeError("the sandbox's Lambda runtime is stopped")
+                if pool.idle:
+                    return pool.idle.pop()
+                if pool.size < pool.limit:
+                    pool.size += 1
+                    pool.cold_starts += 1
+                    break
+                if pool.spec.reserved_concurrency is not None:
+                    raise FunctionError(
+                        {
+                            "errorMessage": "Rate Exceeded.",
+                            "errorType": "TooManyRequestsException",
+                            "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                        },
+                        throttled=True,
+                    )
+                pool.condition.wait()
+        try:
+            return Container(pool.spec, self._layers, self._context)
+        except BaseException:
+            self._discard(pool, None)
+            raise
+
+    def _release(self, pool: _Pool, container: Container) -> None:
+        with pool.condition:
+            if pool.closed:
+                container.stop()
+                return
+            pool.idle.append(container)
+            pool.condition.notify()
+
+    def _discard(self, pool: _Pool, container: Container | None) -> None:
+        if container is not None:
+            container.kill()
+        with pool.condition:
+            pool.size -= 1
+            pool.condition.notify()
 
     def invoke(self, region: str, name_or_arn: str, event: Any) -> Any:
-        """Run the handler; return its result or raise FunctionError with Lambda's payload."""
+        """Run the handler in a container; return its result or raise FunctionError with Lambda's payload."""
         spec = self.find(region, name_or_arn)
+        pool = self._pools[(spec.region, spec.logical_id)]
         started = time.monotonic()
-        with self._lock, function_environment(spec.environment):
-            context = LambdaContext(spec)
-            try:
-                module = self._load(spec)
-                handler = getattr(module, spec.handler.rpartition(".")[2])
-                result = handler(event, context)
-                error = None
-            except Exception as caught:  # the function's failure is the caller's answer
-                error = {
-                    "errorMessage": str(caught),
-                    "errorType": type(caught).__name__,
-                    "stackTrace": traceback.format_exception(caught)[-6:],
-                }
+        request_id = str(uuid.uuid4())
+        container = self._acquire(pool)
+        status, payload = container.invoke(event, request_id, spec.timeout)
+        if status in ("ok", "error"):
+            self._release(pool, container)
+        else:
+            self._discard(pool, container)  # timed out (killed, as Lambda does) or died
+        with self._lock:
             self.invocations += 1
         logger.debug(
-            "invoked %s in %s (%s) in %.1f ms%s",
+            "invoked %s in %s (%s, container %s) in %.1f ms: %s",
             spec.logical_id,
             region,
-            context.aws_request_id,
+            request_id,
+            container.id[:8],
             (time.monotonic() - started) * 1000,
-            f": {error['errorType']}" if error else "",
+            status,
         )
-        if error is not None:
-            raise FunctionError(error)
-        return result
+        if status == "ok":
+            return payload
+        if status == "timeout":
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            payload = {
+                "errorMessage": f"{stamp} {request_id} Task timed out after {spec.timeout:.2f} seconds",
+                "errorType": "Sandbox.Timedout",
+            }
+        elif status == "exit":
+            payload = {
+                "errorMessage": f"RequestId: {request_id} Error: Runtime exited without providing a reason",
+                "errorType": "Runtime.ExitError",
+            }
+        raise FunctionError(payload)
+
+    def stop(self) -> None:
+        """Stop every container; later invocations fail."""
+        for pool in list(self._pools.values()):
+            with pool.condition:
+                pool.closed = True
+                idle, pool.idle = pool.idle, []
+                pool.condition.notify_all()
+            for container in idle:
+                container.stop()
 
 
 def connect_moto_lambda(runtime: Runtime) -> None:

@@ -22,7 +22,7 @@ from sandbox.apigateway import RegionalApi
 from sandbox.cloud import CREDENTIALS, Cloud, check_port_free
 from sandbox.deploy import Deployer, Deployment, read_samconfig
 from sandbox.faults import FaultError, FaultState
-from sandbox.functions import FunctionError, Runtime, connect_moto_lambda
+from sandbox.functions import DEFAULT_CONTAINERS, FunctionError, Runtime, connect_moto_lambda
 from sandbox.replication import GlobalTableReplicator
 from sandbox.router import GlobalEndpointServer, GlobalRouter, HealthChecker
 
@@ -39,6 +39,7 @@ class Options:
     health_interval: float = 10.0
     health_threshold: int = 3
     replication_lag: float = 0.5
+    containers: int = DEFAULT_CONTAINERS  # per function per region
     host: str = "127.0.0.1"
     endpoints_file: Path = field(default_factory=lambda: ROOT / ".sandbox" / "endpoints.json")
     parameters: dict[str, str] = field(default_factory=dict)
@@ -54,6 +55,7 @@ class Sandbox:
         self.faults.set_replication_lag(options.replication_lag)
         self.cloud = Cloud(self.faults, options.host, options.aws_port)
         self.deployments: list[Deployment] = []
+        self.runtime: Runtime | None = None
         self.apis: dict[str, RegionalApi] = {}
         self.replicator: GlobalTableReplicator | None = None
         self.health: HealthChecker | None = None
@@ -97,7 +99,7 @@ class Sandbox:
             POWERTOOLS_METRICS_DISABLED="true",
         )
         layers = [self.root / "layers" / name for name in sorted(os.listdir(self.root / "layers"))]
-        self.runtime = Runtime(layers, base_env)
+        self.runtime = Runtime(layers, base_env, self.options.containers)
         connect_moto_lambda(self.runtime)
         deployer = Deployer(self.root, self.cloud, self.runtime)
         for env in self.environments:
@@ -155,6 +157,7 @@ class Sandbox:
             "replication": self.replicator.stats() if self.replicator else None,
             "health": self.health.status() if self.health else None,
             "invocations": self.runtime.invocations,
+            "functions": self.runtime.stats(),
             "startupSeconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -241,6 +244,8 @@ class Sandbox:
         for part in (self.global_endpoint, self.health, self.replicator, *self.apis.values()):
             if part is not None:
                 stoppers.append(part.stop)
+        if self.runtime is not None:
+            stoppers.append(self.runtime.stop)
         stoppers.append(self.cloud.stop)
         for stop in stoppers:
             try:

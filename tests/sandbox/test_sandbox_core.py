@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,47 +27,145 @@ ROOT = Path(__file__).resolve().parents[2]
 REGIONS = ["ca-central-1", "us-west-2"]
 
 
+def echo_spec(region: str, timeout: float = 7, **overrides: Any) -> FunctionSpec:
+    return FunctionSpec(
+        region=region,
+        logical_id="EchoFunction",
+        name=f"stack-EchoFunction-{region}",
+        arn=f"arn:aws:lambda:{region}:123456789012:function:stack-EchoFunction-{region}",
+        code_dir=FIXTURE,
+        handler="app.lambda_handler",
+        environment={"MARKER": f"marker-{region}"},
+        timeout=timeout,
+        memory=256,
+        **overrides,
+    )
+
+
 @pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    runtime = Runtime([], {"PATH": os.environ.get("PATH", "")})
+def runtime() -> Iterator[Runtime]:
+    runtime = Runtime([], {"PATH": os.environ.get("PATH", "")}, containers=4)
     for region in REGIONS:
-        runtime.register(
-            FunctionSpec(
-                region=region,
-                logical_id="EchoFunction",
-                name=f"stack-EchoFunction-{region}",
-                arn=f"arn:aws:lambda:{region}:123456789012:function:stack-EchoFunction-{region}",
-                code_dir=FIXTURE,
-                handler="app.lambda_handler",
-                environment={"MARKER": f"marker-{region}"},
-                timeout=7,
-                memory=256,
-            )
-        )
-    return runtime
+        runtime.register(echo_spec(region))
+    yield runtime
+    runtime.stop()
 
 
 def body(result: dict[str, Any]) -> dict[str, Any]:
     return json.loads(result["body"])
 
 
+def invoke_all(runtime: Runtime, calls: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Invoke concurrently; results in call order (a failure is raised here, in the test)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(runtime.invoke, region, "EchoFunction", event) for region, event in calls]
+        return [body(f.result(timeout=30)) for f in futures]
+
+
 def test_each_invocation_sees_its_own_functions_environment(runtime: Runtime) -> None:
-    seen: dict[str, dict[str, Any]] = {}
+    seen = invoke_all(runtime, [(region, {}) for region in REGIONS for _ in range(4)])
 
-    def call(region: str) -> None:
-        for _ in range(20):
-            seen[region] = body(runtime.invoke(region, "EchoFunction", {}))
-            assert seen[region]["region"] == region
-
-    threads = [threading.Thread(target=call, args=(r,)) for r in REGIONS]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert {r: s["marker"] for r, s in seen.items()} == {r: f"marker-{r}" for r in REGIONS}
+    assert [(s["region"], s["marker"]) for s in seen] == [
+        (region, f"marker-{region}") for region in REGIONS for _ in range(4)
+    ]
     assert "MARKER" not in os.environ  # the process's own environment is untouched
-    assert 0 < seen[REGIONS[0]]["remaining"] <= 7000
+    assert all(0 < s["remaining"] <= 7000 for s in seen)
+
+
+def test_concurrent_invocations_run_at_once_in_separate_containers(runtime: Runtime) -> None:
+    region = REGIONS[0]
+    first = invoke_all(runtime, [(region, {"sleep": 1.0}) for _ in range(4)])
+
+    assert len({s["container"] for s in first}) == 4  # four containers, four processes
+    assert len({s["pid"] for s in first}) == 4 and os.getpid() not in {s["pid"] for s in first}
+    assert max(s["started"] for s in first) < min(s["ended"] for s in first)  # they overlapped
+    # Warm containers are reused and keep their own module state.
+    second = invoke_all(runtime, [(region, {"sleep": 0.5}) for _ in range(4)])
+    assert {s["container"] for s in second} == {s["container"] for s in first}
+    counts = {s["container"]: s["invocations"] for s in second}
+    assert all(count >= 2 for count in counts.values())
+    assert runtime.stats()[f"{region}/EchoFunction"]["containers"] == 4
+
+
+def test_a_function_with_reserved_concurrency_is_throttled_beyond_it() -> None:
+    runtime = Runtime([], {"PATH": os.environ.get("PATH", "")}, containers=4)
+    runtime.register(echo_spec(REGIONS[0], reserved_concurrency=1))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(runtime.invoke, REGIONS[0], "EchoFunction", {"sleep": 1.5})
+            time.sleep(0.5)
+            with pytest.raises(FunctionError) as raised:
+                runtime.invoke(REGIONS[0], "EchoFunction", {})
+            assert body(slow.result(timeout=30))["region"] == REGIONS[0]
+        assert raised.value.throttled
+        assert raised.value.payload["errorType"] == "TooManyRequestsException"
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture
+def cloud_runtime() -> Iterator[tuple[Cloud, FaultState, Runtime]]:
+    """A moto endpoint with the fault middleware, and a runtime whose functions call it."""
+    faults = FaultState(REGIONS)
+    cloud = Cloud(faults, port=0)
+    cloud.start()
+    runtime = Runtime([], {"PATH": os.environ.get("PATH", ""), "AWS_ENDPOINT_URL": cloud.url})
+    try:
+        yield cloud, faults, runtime
+    finally:
+        runtime.stop()
+        cloud.stop()
+
+
+def test_a_timed_out_invocation_gets_lambdas_error_while_its_write_still_lands(
+    cloud_runtime: tuple[Cloud, FaultState, Runtime],
+) -> None:
+    cloud, faults, runtime = cloud_runtime
+    region = REGIONS[0]
+    runtime.register(echo_spec(region, timeout=1))
+    ddb = cloud.client("dynamodb", region)
+    ddb.create_table(
+        TableName="timeout-test",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    runtime.invoke(region, "EchoFunction", {})  # warm: the import is not what times out
+    faults.set_latency(region, "dynamodb", 2.0)  # the write is in flight past the deadline
+
+    with pytest.raises(FunctionError) as raised:
+        runtime.invoke(region, "EchoFunction", {"table": "timeout-test", "put": {"pk": {"S": "in-flight"}}})
+
+    assert raised.value.timed_out
+    assert raised.value.payload["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 1.00 seconds" in raised.value.payload["errorMessage"]
+    faults.set_latency(region, "dynamodb", 0)  # later calls are fast; the held write is still held
+    assert "Item" not in ddb.get_item(TableName="timeout-test", Key={"pk": {"S": "in-flight"}})  # not yet
+    deadline = time.monotonic() + 10
+    while "Item" not in ddb.get_item(TableName="timeout-test", Key={"pk": {"S": "in-flight"}}):
+        assert time.monotonic() < deadline, "the in-flight write of the timed-out invocation never landed"
+        time.sleep(0.05)
+    # The killed container is replaced by a fresh one (a cold start).
+    assert body(runtime.invoke(region, "EchoFunction", {}))["invocations"] == 1
+
+
+def test_a_partition_cuts_a_functions_calls_to_the_other_region_as_a_connect_timeout(
+    cloud_runtime: tuple[Cloud, FaultState, Runtime],
+) -> None:
+    _, faults, runtime = cloud_runtime
+    for region in REGIONS:
+        runtime.register(echo_spec(region))
+    primary, secondary = REGIONS
+    faults.partition(primary, secondary)
+
+    results = invoke_all(
+        runtime,
+        [(secondary, {"reach": primary}), (secondary, {"reach": secondary}), (primary, {"reach": secondary})],
+    )
+
+    assert [r["reached"] for r in results] == ["ConnectTimeoutError", "ok", "ConnectTimeoutError"]
+    faults.heal_partition(primary, secondary)
+    assert body(runtime.invoke(secondary, "EchoFunction", {"reach": primary}))["reached"] == "ok"
 
 
 def test_functions_are_found_by_name_arn_or_logical_id(runtime: Runtime) -> None:
@@ -134,11 +234,32 @@ def test_literal_segments_beat_parameters(api: Any) -> None:
 
 def test_unknown_route_or_method_is_a_json_404_like_the_gateway_response(api: Any) -> None:
     server, _ = api
-    for method, path in (("GET", "/nothing"), ("DELETE", "/items/abc"), ("GET", "/items")):
+    for method, path in (
+        ("GET", "/nothing"),
+        ("DELETE", "/items/abc"),
+        ("GET", "/items"),
+        ("TRACE", "/items"),
+        ("PURGE", "/items/abc"),
+    ):
         response = requests.request(method, f"{server.url}{path}", timeout=10)
         assert response.status_code == 404
         assert response.json()["code"] == "NotFound"
         assert response.json()["region"] == REGIONS[0]
+
+
+def test_a_body_that_is_not_utf8_is_a_json_400_and_the_connection_lives_on(api: Any) -> None:
+    server, _ = api
+    with requests.Session() as session:
+        response = session.post(
+            f"{server.url}/items", data=b'{"name": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert response.json() == {
+            "code": "BadRequest",
+            "message": "the request body is not valid UTF-8",
+            "region": REGIONS[0],
+        }
+        assert session.post(f"{server.url}/items", json={"a": 1}, timeout=10).status_code == 200
 
 
 def test_a_region_whose_api_is_down_answers_503(api: Any) -> None:
@@ -184,7 +305,12 @@ def test_cli_refuses_a_malformed_parameter() -> None:
     assert "expected KEY=VALUE" in result.stderr
 
 
-def test_sqs_and_stream_mappings_reach_the_in_process_handler(tmp_path: Path) -> None:
+def recorded(events_file: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in events_file.read_text().splitlines()]
+
+
+def test_sqs_and_stream_mappings_reach_the_handler(tmp_path: Path) -> None:
+    events_file = tmp_path / "events.jsonl"
     faults = FaultState(REGIONS)
     cloud = Cloud(faults, port=0)
     cloud.start()
@@ -210,7 +336,7 @@ def test_sqs_and_stream_mappings_reach_the_in_process_handler(tmp_path: Path) ->
             function["FunctionArn"],
             FIXTURE,
             "recorder.lambda_handler",
-            {},
+            {"EVENTS_FILE": str(events_file)},
             10,
             128,
         )
@@ -223,7 +349,7 @@ def test_sqs_and_stream_mappings_reach_the_in_process_handler(tmp_path: Path) ->
 
         sqs.send_message(QueueUrl=queue, MessageBody="hello")
 
-        events = runtime.find(region, "recorder").module.EVENTS  # type: ignore[union-attr]
+        events = recorded(events_file)
         assert [e["Records"][0]["body"] for e in events] == ["hello"]
         assert events[0]["Records"][0]["eventSource"] == "aws:sqs"
 
@@ -240,7 +366,9 @@ def test_sqs_and_stream_mappings_reach_the_in_process_handler(tmp_path: Path) ->
         )
         ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
 
+        events = recorded(events_file)
         assert events[-1]["Records"][0]["eventSource"] == "aws:dynamodb"
         assert events[-1]["Records"][0]["dynamodb"]["Keys"] == {"pk": {"S": "a"}}
     finally:
+        runtime.stop()
         cloud.stop()
