@@ -4,6 +4,9 @@ python -m sandbox up                      # foreground; Ctrl-C stops everything
 python -m sandbox status
 python -m sandbox fault region-down ca-central-1
 python -m sandbox fault heal ca-central-1
+python -m sandbox fault partition ca-central-1 us-west-2   # heal-partition to end it
+python -m sandbox fault throttle us-west-2 dynamodb        # heal REGION ends it
+python -m sandbox fault latency ca-central-1 dynamodb 2.5  # 0 ends it
 python -m sandbox invoke ItemsApiFunction --event events/items_api/create.json --region us-west-2
 """
 
@@ -83,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     fault = commands.add_parser("fault", parents=[common], help="inject or clear a fault")
     fault.add_argument(
         "name",
-        help="region-down, api-down, heal, health-fail, replication-lag, "
-        "replication-pause, replication-resume",
+        help="region-down, api-down, heal, health-fail, partition, heal-partition, throttle, latency, "
+        "replication-lag, replication-jitter, replication-pause, replication-resume",
     )
     fault.add_argument("args", nargs="*")
     invoke = commands.add_parser(

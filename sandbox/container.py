@@ -124,6 +124,13 @@ def serve(conn: Connection, spec: ContainerSpec) -> None:
             return  # the runtime went away
         if message is None:
             return
+        if message == "init":  # load the handler now, not at the first invocation
+            try:
+                handler = _load_handler(spec)
+            except Exception:  # reported by the first invocation, as an init error is
+                handler = None
+            conn.send(("init", None))
+            continue
         request_id, event_text, deadline = message
         try:
             if handler is None:

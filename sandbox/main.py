@@ -102,9 +102,15 @@ class Sandbox:
         self.runtime = Runtime(layers, base_env, self.options.containers)
         connect_moto_lambda(self.runtime)
         deployer = Deployer(self.root, self.cloud, self.runtime)
+        warming = []
         for env in self.environments:
             self.deployments.append(deployer.deploy(env))
+            # Containers start in other processes while the next region deploys.
+            warming += self.runtime.prewarm(env.region)
         self.timings["deploy"] = time.monotonic() - started
+        for thread in warming:
+            thread.join(timeout=30)
+        self.timings["warm"] = time.monotonic() - started
 
         for deployment in self.deployments:
             if deployment.is_app_region:
