@@ -312,6 +312,12 @@ class Deployer:
 
     def deploy(self, env: Environment) -> Deployment:
         started = time.monotonic()
+        # CloudFormation checks Rules before the change set: a refused region creates nothing.
+        check_rules(
+            self.sam.get("Rules", {}),
+            lambda ref: self._resolve({"Ref": ref}, env),
+            f"stack {env.stack_name} in {env.region}",
+        )
         cfn = self._transform(self._package(env), env)
         self._conditions = cfn.get("Conditions", {})
         if env.role == "primary":
@@ -353,6 +359,56 @@ def replica_table_definition(props: dict[str, Any], table_name: str) -> dict[str
     if props.get("GlobalSecondaryIndexes"):
         kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
     return kwargs
+
+
+class TemplateRuleError(ValueError):
+    """A `Rules` assertion failed: CloudFormation refuses the change set, nothing is created."""
+
+
+def failed_rules(rules: dict[str, Any], ref: Callable[[str], Any]) -> list[str]:
+    """`Rule: AssertDescription` of every assertion of the template's `Rules` that fails,
+    with `ref` answering for parameters and pseudo parameters (`AWS::Region`)."""
+    failed = []
+    for name, rule in rules.items():
+        condition = rule.get("RuleCondition")
+        if condition is not None and not _rule_value(condition, ref):
+            continue
+        for assertion in rule["Assertions"]:
+            if _rule_value(assertion["Assert"], ref) is not True:
+                failed.append(f"{name}: {assertion.get('AssertDescription', 'assertion failed')}")
+    return failed
+
+
+def check_rules(rules: dict[str, Any], ref: Callable[[str], Any], where: str) -> None:
+    failed = failed_rules(rules, ref)
+    if failed:
+        raise TemplateRuleError(f"{where}: the template's Rules refuse it: " + "; ".join(failed))
+
+
+def _rule_value(expr: Any, ref: Callable[[str], Any]) -> Any:
+    """A rule-specific intrinsic function. Strict, unlike `evaluate_condition`: a function
+    the sandbox does not know must not pass an assertion by being a truthy dict."""
+    if isinstance(expr, list):
+        return [_rule_value(v, ref) for v in expr]
+    if not isinstance(expr, dict):
+        return expr
+    if len(expr) != 1:
+        raise ValueError(f"not a rule function: {expr!r}")
+    ((key, value),) = expr.items()
+    if key == "Ref":
+        return ref(value)
+    if key == "Fn::Equals":
+        return str(_rule_value(value[0], ref)) == str(_rule_value(value[1], ref))
+    if key == "Fn::Not":
+        return not _rule_value(value[0], ref)
+    if key == "Fn::Or":
+        return any(_rule_value(v, ref) for v in value)
+    if key == "Fn::And":
+        return all(_rule_value(v, ref) for v in value)
+    if key == "Fn::Contains":
+        values, item = _rule_value(value, ref)
+        return str(item) in [str(v) for v in values]
+    raise ValueError(f"the sandbox does not evaluate {key} in Rules")
 
 
 def evaluate_condition(expr: Any, conditions: dict[str, Any], ref: Callable[[str], Any]) -> Any:
