@@ -148,7 +148,7 @@ class Deployer:
         """AWS::DynamoDB::GlobalTable: moto skips the type. Create a table with the same
         definition in every replica region; sandbox.replication replicates between them."""
         for name, resource in cfn["Resources"].items():
-            if resource["Type"] != "AWS::DynamoDB::GlobalTable":
+            if resource["Type"] != "AWS::DynamoDB::GlobalTable" or not self._condition_holds(resource, env):
                 continue
             props = resource["Properties"]
             table = self._resolve(props["TableName"], env)
@@ -320,8 +320,7 @@ class Deployer:
         )
         cfn = self._transform(self._package(env), env)
         self._conditions = cfn.get("Conditions", {})
-        if env.role == "primary":
-            self._create_global_table(cfn, env)
+        self._create_global_table(cfn, env)
         stripped, machines = self._strip(cfn)
         client = self.cloud.client("cloudformation", env.region)
         parameters = [
@@ -339,6 +338,11 @@ class Deployer:
         if described["StackStatus"] != "CREATE_COMPLETE":
             raise RuntimeError(f"stack {env.stack_name} in {env.region}: {described['StackStatus']}")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+        if outputs.get("RegionRole") != env.role:
+            raise RuntimeError(
+                f"{env.region} deployed as {outputs.get('RegionRole')!r}, expected {env.role!r}: "
+                "the sandbox's topology and the template's disagree"
+            )
         resources = self._stack_resources(env, env.stack_name)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
         self._register_functions(env, resources)
