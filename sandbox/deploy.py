@@ -1,9 +1,11 @@
-"""Deploy template.yaml into the sandbox's regions, the way `sam deploy` would.
+"""Deploy template.yaml into the sandbox's regions, the way `sam deploy --region` would.
 
-For each samconfig.toml environment (primary, then secondary, then service): package
+For each region of the topology (primary, then secondary, then service), with the
+parameters of samconfig.toml's default environment: check the template's Rules, package
 the code into the region's artifact bucket, transform SAM to CloudFormation with
-aws-sam-translator, create the stack with moto's CloudFormation. Where moto falls
-short, a named adapter below closes the gap; each says what AWS does that moto doesn't.
+aws-sam-translator, create the stack with moto's CloudFormation. The template decides the
+region's role from the region; no role is passed. Where moto falls short, a named adapter
+below closes the gap; each says what AWS does that moto doesn't.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 import tomllib
 import zipfile
@@ -31,7 +34,8 @@ from sandbox.functions import FunctionSpec, Runtime
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("primary", "secondary", "service")
+# Which template parameter names the region of each role (template.yaml's topology).
+TOPOLOGY = {"primary": "PrimaryRegion", "secondary": "SecondaryRegion", "service": "ServiceRegion"}
 API_RESOURCE_TYPES = {
     "AWS::ApiGateway::RestApi",
     "AWS::ApiGateway::Deployment",
@@ -43,7 +47,8 @@ API_RESOURCE_TYPES = {
 
 @dataclass
 class Environment:
-    """One samconfig.toml environment: where and with what parameters a role deploys."""
+    """One region's deploy: the role its region plays in the topology, and the parameters
+    it deploys with (the same in every region)."""
 
     role: str
     region: str
@@ -70,23 +75,40 @@ class Deployment:
         return self.environment.role in ("primary", "secondary")
 
 
-def read_samconfig(path: Path, overrides: dict[str, str] | None = None) -> list[Environment]:
-    config = tomllib.loads(path.read_text())
-    environments = []
-    for role in ROLES:
-        section = config.get(role)
-        if section is None:
-            raise ValueError(
-                f"{path} has no [{role}] environment; the sandbox deploys primary, secondary, service"
-            )
-        deploy = section.get("deploy", {}).get("parameters", {})
-        stack = deploy.get("stack_name") or section.get("global", {}).get("parameters", {}).get("stack_name")
-        raw = deploy.get("parameter_overrides", "")
-        pairs = raw if isinstance(raw, list) else raw.split()
-        parameters = dict(pair.split("=", 1) for pair in pairs)
-        parameters.update(overrides or {})
-        environments.append(Environment(role, deploy["region"], stack, parameters))
-    return environments
+def parse_parameter_overrides(raw: str | list[str]) -> dict[str, str]:
+    """samconfig.toml's `parameter_overrides`: `Key=Value` pairs, in one string (split as
+    a shell would, so values may be quoted) or a list."""
+    parameters = {}
+    for pair in raw if isinstance(raw, list) else shlex.split(raw):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"parameter_overrides: expected Key=Value, got {pair!r}")
+        parameters[key] = value
+    return parameters
+
+
+def template_defaults(template: Path) -> dict[str, str]:
+    parameters = yaml_parse(template.read_text()).get("Parameters", {})
+    return {name: str(p["Default"]) for name, p in parameters.items() if "Default" in p}
+
+
+def read_samconfig(
+    path: Path, overrides: dict[str, str] | None = None, template: Path | None = None
+) -> list[Environment]:
+    """What `sam deploy --region <region>` deploys in each region of the topology: the
+    default environment's stack and parameters, `overrides` on top, and the region each
+    role's parameter names (PrimaryRegion...; the template's default when none is given)."""
+    config = tomllib.loads(path.read_text()).get("default", {})
+    deploy = config.get("deploy", {}).get("parameters", {})
+    stack = deploy.get("stack_name") or config.get("global", {}).get("parameters", {}).get("stack_name")
+    if not stack:
+        raise ValueError(f"{path}: the default environment has no stack_name")
+    parameters = {**parse_parameter_overrides(deploy.get("parameter_overrides", "")), **(overrides or {})}
+    defaults = template_defaults(template or path.with_name("template.yaml"))
+    return [
+        Environment(role, parameters.get(name) or defaults[name], stack, dict(parameters))
+        for role, name in TOPOLOGY.items()
+    ]
 
 
 def _zip_dir(folder: Path) -> bytes:

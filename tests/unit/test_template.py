@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -235,19 +234,3 @@ def test_every_api_route_has_sample_events_and_every_event_matches_a_route() -> 
             assert route in routes, path
             covered.add(route)
     assert covered == routes
-
-
-def test_samconfig_has_one_environment_per_role_without_account_ids() -> None:
-    import tomllib
-
-    text = (cfn.ROOT / "samconfig.toml").read_text()
-    config = tomllib.loads(text)
-    for region, role in ROLES.items():
-        deploy = config[role]["deploy"]["parameters"]
-        assert deploy["region"] == region
-        assert "RegionRole" not in deploy["parameter_overrides"]
-        assert deploy["resolve_s3"] is True
-        assert config[role]["validate"]["parameters"]["lint"] is True
-        assert config[role]["build"]["parameters"] == {"cached": True, "parallel": True}
-    assert not re.search(r"\b\d{12}\b", text)
-    assert "profile" not in text
