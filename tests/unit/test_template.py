@@ -20,7 +20,8 @@ APP_FUNCTIONS = {"ItemsApiFunction", "HealthFunction", "AppStateFunction", "Fail
 DOMAIN = {
     "DomainName": "api.example.com",
     "HostedZoneId": "Z0000000EXAMPLE",
-    "CertificateArn": "arn:aws:acm:ca-central-1:123456789012:certificate/abc",
+    "PrimaryCertificateArn": f"arn:aws:acm:{PRIMARY}:123456789012:certificate/abc",
+    "SecondaryCertificateArn": f"arn:aws:acm:{SECONDARY}:123456789012:certificate/def",
 }
 CUSTOM_DOMAIN_RESOURCES = {"ApiDomain", "ApiDomainMapping", "ApiHealthCheck", "ApiLatencyRecord"}
 
@@ -144,11 +145,17 @@ def test_custom_domain_adds_health_check_and_latency_record(region: str) -> None
     record = resources["ApiLatencyRecord"]["Properties"]
     assert record["Region"] == {"Ref": "AWS::Region"}
     assert record["HealthCheckId"] == {"Ref": "ApiHealthCheck"}
+    certificate = cfn.resolve(
+        resources["ApiDomain"]["Properties"]["RegionalCertificateArn"], region, **DOMAIN
+    )
+    assert certificate.startswith(f"arn:aws:acm:{region}:"), "each region uses its own certificate"
 
 
 def test_custom_domain_needs_every_input_and_an_app_region() -> None:
-    partial = {**DOMAIN, "CertificateArn": ""}
+    partial = {**DOMAIN, "PrimaryCertificateArn": ""}
     assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(PRIMARY, **partial))
+    assert set(cfn.resources_for(SECONDARY, **partial)) >= CUSTOM_DOMAIN_RESOURCES
+    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(SECONDARY, **{**DOMAIN, "HostedZoneId": ""}))
     assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(SERVICE, **DOMAIN))
 
 
