@@ -8,7 +8,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 PRIMARY_REGION ?= ca-central-1
-ENV ?= primary
+REGION ?=
 PYTEST_ARGS ?=
 
 export SAM_CLI_TELEMETRY := 0
@@ -28,7 +28,8 @@ help:
 	@echo "make drill                   failover + failback under concurrent writers -> bench/results/drill.json"
 	@echo "make bench                   sandbox start-up, routing overhead, throughput -> bench/results/sandbox.json"
 	@echo "make build                   sam build"
-	@echo "make deploy ENV=primary|secondary|service   sam build && sam deploy --config-env ENV"
+	@echo "make deploy REGION=<region>  sam build && sam deploy --region REGION; the region decides its role"
+	@echo "                             (in order: ca-central-1, us-west-2, us-east-2; see samconfig.toml)"
 
 $(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt constraints.txt
 	@if [ -z "$(PYTHON313)" ]; then \
@@ -71,10 +72,14 @@ drill: venv
 bench: venv
 	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.sandbox_bench
 
-deploy: build
-	@case "$(ENV)" in primary|secondary|service) ;; \
-		*) echo "error: ENV must be primary, secondary or service (got '$(ENV)')" >&2; exit 2;; esac
-	$(BIN)/sam deploy --config-env $(ENV)
+# What users type, once per region, the primary first (it creates the global table). A
+# region outside the topology is refused by the template's Rules, naming the three.
+deploy: venv
+	@if [ -z "$(REGION)" ]; then \
+		echo "error: REGION is required: make deploy REGION=<region> (primary first: it creates the global table)" >&2; \
+		exit 2; fi
+	$(BIN)/sam build --template-file template.yaml
+	$(BIN)/sam deploy --region $(REGION)
 
 clean:
 	rm -rf .aws-sam .sandbox

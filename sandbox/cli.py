@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from sandbox.cloud import PortInUseError
+from sandbox.deploy import TemplateRuleError
 from sandbox.functions import DEFAULT_CONTAINERS
 from sandbox.main import ROOT, Options, Sandbox
 
@@ -130,7 +131,7 @@ def _up(args: argparse.Namespace) -> int:
     sandbox = Sandbox(options)
     try:
         sandbox.start()
-    except PortInUseError as error:
+    except (PortInUseError, TemplateRuleError) as error:
         print(f"error: {error}", file=sys.stderr)
         sandbox.stop()
         return 2

@@ -1,9 +1,11 @@
-"""Deploy template.yaml into the sandbox's regions, the way `sam deploy` would.
+"""Deploy template.yaml into the sandbox's regions, the way `sam deploy --region` would.
 
-For each samconfig.toml environment (primary, then secondary, then service): package
+For each region of the topology (primary, then secondary, then service), with the
+parameters of samconfig.toml's default environment: check the template's Rules, package
 the code into the region's artifact bucket, transform SAM to CloudFormation with
-aws-sam-translator, create the stack with moto's CloudFormation. Where moto falls
-short, a named adapter below closes the gap; each says what AWS does that moto doesn't.
+aws-sam-translator, create the stack with moto's CloudFormation. The template decides the
+region's role from the region; no role is passed. Where moto falls short, a named adapter
+below closes the gap; each says what AWS does that moto doesn't.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 import tomllib
 import zipfile
@@ -31,7 +34,8 @@ from sandbox.functions import FunctionSpec, Runtime
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("primary", "secondary", "service")
+# Which template parameter names the region of each role (template.yaml's topology).
+TOPOLOGY = {"primary": "PrimaryRegion", "secondary": "SecondaryRegion", "service": "ServiceRegion"}
 API_RESOURCE_TYPES = {
     "AWS::ApiGateway::RestApi",
     "AWS::ApiGateway::Deployment",
@@ -43,7 +47,8 @@ API_RESOURCE_TYPES = {
 
 @dataclass
 class Environment:
-    """One samconfig.toml environment: where and with what parameters a role deploys."""
+    """One region's deploy: the role its region plays in the topology, and the parameters
+    it deploys with (the same in every region)."""
 
     role: str
     region: str
@@ -70,23 +75,40 @@ class Deployment:
         return self.environment.role in ("primary", "secondary")
 
 
-def read_samconfig(path: Path, overrides: dict[str, str] | None = None) -> list[Environment]:
-    config = tomllib.loads(path.read_text())
-    environments = []
-    for role in ROLES:
-        section = config.get(role)
-        if section is None:
-            raise ValueError(
-                f"{path} has no [{role}] environment; the sandbox deploys primary, secondary, service"
-            )
-        deploy = section.get("deploy", {}).get("parameters", {})
-        stack = deploy.get("stack_name") or section.get("global", {}).get("parameters", {}).get("stack_name")
-        raw = deploy.get("parameter_overrides", "")
-        pairs = raw if isinstance(raw, list) else raw.split()
-        parameters = dict(pair.split("=", 1) for pair in pairs)
-        parameters.update(overrides or {})
-        environments.append(Environment(role, deploy["region"], stack, parameters))
-    return environments
+def parse_parameter_overrides(raw: str | list[str]) -> dict[str, str]:
+    """samconfig.toml's `parameter_overrides`: `Key=Value` pairs, in one string (split as
+    a shell would, so values may be quoted) or a list."""
+    parameters = {}
+    for pair in raw if isinstance(raw, list) else shlex.split(raw):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"parameter_overrides: expected Key=Value, got {pair!r}")
+        parameters[key] = value
+    return parameters
+
+
+def template_defaults(template: Path) -> dict[str, str]:
+    parameters = yaml_parse(template.read_text()).get("Parameters", {})
+    return {name: str(p["Default"]) for name, p in parameters.items() if "Default" in p}
+
+
+def read_samconfig(
+    path: Path, overrides: dict[str, str] | None = None, template: Path | None = None
+) -> list[Environment]:
+    """What `sam deploy --region <region>` deploys in each region of the topology: the
+    default environment's stack and parameters, `overrides` on top, and the region each
+    role's parameter names (PrimaryRegion...; the template's default when none is given)."""
+    config = tomllib.loads(path.read_text()).get("default", {})
+    deploy = config.get("deploy", {}).get("parameters", {})
+    stack = deploy.get("stack_name") or config.get("global", {}).get("parameters", {}).get("stack_name")
+    if not stack:
+        raise ValueError(f"{path}: the default environment has no stack_name")
+    parameters = {**parse_parameter_overrides(deploy.get("parameter_overrides", "")), **(overrides or {})}
+    defaults = template_defaults(template or path.with_name("template.yaml"))
+    return [
+        Environment(role, parameters.get(name) or defaults[name], stack, dict(parameters))
+        for role, name in TOPOLOGY.items()
+    ]
 
 
 def _zip_dir(folder: Path) -> bytes:
@@ -148,7 +170,7 @@ class Deployer:
         """AWS::DynamoDB::GlobalTable: moto skips the type. Create a table with the same
         definition in every replica region; sandbox.replication replicates between them."""
         for name, resource in cfn["Resources"].items():
-            if resource["Type"] != "AWS::DynamoDB::GlobalTable":
+            if resource["Type"] != "AWS::DynamoDB::GlobalTable" or not self._condition_holds(resource, env):
                 continue
             props = resource["Properties"]
             table = self._resolve(props["TableName"], env)
@@ -320,10 +342,15 @@ class Deployer:
 
     def deploy(self, env: Environment) -> Deployment:
         started = time.monotonic()
+        # CloudFormation checks Rules before the change set: a refused region creates nothing.
+        check_rules(
+            self.sam.get("Rules", {}),
+            lambda ref: self._resolve({"Ref": ref}, env),
+            f"stack {env.stack_name} in {env.region}",
+        )
         cfn = self._transform(self._package(env), env)
         self._conditions = cfn.get("Conditions", {})
-        if env.role == "primary":
-            self._create_global_table(cfn, env)
+        self._create_global_table(cfn, env)
         stripped, machines = self._strip(cfn)
         client = self.cloud.client("cloudformation", env.region)
         parameters = [
@@ -341,6 +368,11 @@ class Deployer:
         if described["StackStatus"] != "CREATE_COMPLETE":
             raise RuntimeError(f"stack {env.stack_name} in {env.region}: {described['StackStatus']}")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+        if outputs.get("RegionRole") != env.role:
+            raise RuntimeError(
+                f"{env.region} deployed as {outputs.get('RegionRole')!r}, expected {env.role!r}: "
+                "the sandbox's topology and the template's disagree"
+            )
         resources = self._stack_resources(env, env.stack_name)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
         self._register_functions(env, resources)
@@ -361,6 +393,56 @@ def replica_table_definition(props: dict[str, Any], table_name: str) -> dict[str
     if props.get("GlobalSecondaryIndexes"):
         kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
     return kwargs
+
+
+class TemplateRuleError(ValueError):
+    """A `Rules` assertion failed: CloudFormation refuses the change set, nothing is created."""
+
+
+def failed_rules(rules: dict[str, Any], ref: Callable[[str], Any]) -> list[str]:
+    """`Rule: AssertDescription` of every assertion of the template's `Rules` that fails,
+    with `ref` answering for parameters and pseudo parameters (`AWS::Region`)."""
+    failed = []
+    for name, rule in rules.items():
+        condition = rule.get("RuleCondition")
+        if condition is not None and not _rule_value(condition, ref):
+            continue
+        for assertion in rule["Assertions"]:
+            if _rule_value(assertion["Assert"], ref) is not True:
+                failed.append(f"{name}: {assertion.get('AssertDescription', 'assertion failed')}")
+    return failed
+
+
+def check_rules(rules: dict[str, Any], ref: Callable[[str], Any], where: str) -> None:
+    failed = failed_rules(rules, ref)
+    if failed:
+        raise TemplateRuleError(f"{where}: the template's Rules refuse it: " + "; ".join(failed))
+
+
+def _rule_value(expr: Any, ref: Callable[[str], Any]) -> Any:
+    """A rule-specific intrinsic function. Strict, unlike `evaluate_condition`: a function
+    the sandbox does not know must not pass an assertion by being a truthy dict."""
+    if isinstance(expr, list):
+        return [_rule_value(v, ref) for v in expr]
+    if not isinstance(expr, dict):
+        return expr
+    if len(expr) != 1:
+        raise ValueError(f"not a rule function: {expr!r}")
+    ((key, value),) = expr.items()
+    if key == "Ref":
+        return ref(value)
+    if key == "Fn::Equals":
+        return str(_rule_value(value[0], ref)) == str(_rule_value(value[1], ref))
+    if key == "Fn::Not":
+        return not _rule_value(value[0], ref)
+    if key == "Fn::Or":
+        return any(_rule_value(v, ref) for v in value)
+    if key == "Fn::And":
+        return all(_rule_value(v, ref) for v in value)
+    if key == "Fn::Contains":
+        values, item = _rule_value(value, ref)
+        return str(item) in [str(v) for v in values]
+    raise ValueError(f"the sandbox does not evaluate {key} in Rules")
 
 
 def evaluate_condition(expr: Any, conditions: dict[str, Any], ref: Callable[[str], Any]) -> Any:

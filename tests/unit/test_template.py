@@ -1,20 +1,27 @@
-"""template.yaml itself: what each region role deploys, and the rules every resource keeps."""
+"""template.yaml itself: the role each region deploys, and the rules every resource keeps."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
 
+from sandbox.deploy import TemplateRuleError
 from tests.support import cfn
 
+# The default topology: `sam deploy --region <region>` deploys the role the region plays.
+DEFAULTS = cfn.defaults()
+PRIMARY, SECONDARY, SERVICE = (DEFAULTS[p] for p in ("PrimaryRegion", "SecondaryRegion", "ServiceRegion"))
+ROLES = {PRIMARY: "primary", SECONDARY: "secondary", SERVICE: "service"}
+APP_REGIONS = [PRIMARY, SECONDARY]
+OUTSIDE = "eu-west-1"
 APP_FUNCTIONS = {"ItemsApiFunction", "HealthFunction", "AppStateFunction", "FailoverStepsFunction"}
 DOMAIN = {
     "DomainName": "api.example.com",
     "HostedZoneId": "Z0000000EXAMPLE",
-    "CertificateArn": "arn:aws:acm:ca-central-1:123456789012:certificate/abc",
+    "PrimaryCertificateArn": f"arn:aws:acm:{PRIMARY}:123456789012:certificate/abc",
+    "SecondaryCertificateArn": f"arn:aws:acm:{SECONDARY}:123456789012:certificate/def",
 }
 CUSTOM_DOMAIN_RESOURCES = {"ApiDomain", "ApiDomainMapping", "ApiHealthCheck", "ApiLatencyRecord"}
 
@@ -23,8 +30,13 @@ def of_type(resources: dict[str, Any], kind: str) -> set[str]:
     return {name for name, r in resources.items() if r["Type"] == kind}
 
 
+def test_the_topology_defaults_to_three_different_regions() -> None:
+    assert (PRIMARY, SECONDARY, SERVICE) == ("ca-central-1", "us-west-2", "us-east-2")
+    assert "RegionRole" not in cfn.template()["Parameters"], "the region decides the role"
+
+
 def test_primary_creates_the_global_table_with_a_replica_in_each_app_region() -> None:
-    resources = cfn.resources_for(RegionRole="primary")
+    resources = cfn.resources_for(PRIMARY)
 
     assert of_type(resources, "AWS::DynamoDB::GlobalTable") == {"GlobalTable"}
     props = resources["GlobalTable"]["Properties"]
@@ -37,9 +49,9 @@ def test_primary_creates_the_global_table_with_a_replica_in_each_app_region() ->
     assert resources["GlobalTable"]["DeletionPolicy"] == "Retain"
 
 
-@pytest.mark.parametrize("role", ["primary", "secondary"])
-def test_app_regions_get_the_api_and_functions(role: str) -> None:
-    resources = cfn.resources_for(RegionRole=role)
+@pytest.mark.parametrize("region", APP_REGIONS)
+def test_app_regions_get_the_api_and_functions(region: str) -> None:
+    resources = cfn.resources_for(region)
 
     assert of_type(resources, "AWS::Lambda::Function") == APP_FUNCTIONS
     assert of_type(resources, "AWS::ApiGateway::RestApi") == {"Api"}
@@ -47,7 +59,7 @@ def test_app_regions_get_the_api_and_functions(role: str) -> None:
 
 
 def test_secondary_references_the_table_and_does_not_create_it() -> None:
-    resources = cfn.resources_for(RegionRole="secondary")
+    resources = cfn.resources_for(SECONDARY)
 
     assert not of_type(resources, "AWS::DynamoDB::GlobalTable")
     env = resources["ItemsApiFunction"]["Properties"]["Environment"]["Variables"]
@@ -55,7 +67,7 @@ def test_secondary_references_the_table_and_does_not_create_it() -> None:
 
 
 def test_service_region_deploys_a_valid_stack_without_app_resources() -> None:
-    resources = cfn.resources_for(RegionRole="service")
+    resources = cfn.resources_for(SERVICE)
 
     assert resources, "a stack needs at least one resource"
     assert not of_type(resources, "AWS::Lambda::Function")
@@ -63,9 +75,68 @@ def test_service_region_deploys_a_valid_stack_without_app_resources() -> None:
     assert not of_type(resources, "AWS::ApiGateway::RestApi")
 
 
-@pytest.mark.parametrize("role", ["primary", "secondary"])
-def test_custom_domain_adds_health_check_and_latency_record(role: str) -> None:
-    resources = cfn.resources_for(RegionRole=role, **DOMAIN)
+# What each role creates: (global tables, functions, REST APIs).
+ROLE_RESOURCES = {
+    "primary": ({"GlobalTable"}, APP_FUNCTIONS, {"Api"}),
+    "secondary": (set(), APP_FUNCTIONS, {"Api"}),
+    "service": (set(), set(), set()),
+}
+
+
+@pytest.mark.parametrize("region", list(ROLES))
+def test_each_region_deploys_the_resources_of_its_role_with_no_role_given(region: str) -> None:
+    resources = cfn.resources_for(region)
+
+    tables, functions, apis = ROLE_RESOURCES[ROLES[region]]
+    assert of_type(resources, "AWS::DynamoDB::GlobalTable") == tables
+    assert of_type(resources, "AWS::Lambda::Function") == functions
+    assert of_type(resources, "AWS::ApiGateway::RestApi") == apis
+    assert "RegionConfigParameter" in resources
+
+
+@pytest.mark.parametrize("region", list(ROLES))
+def test_functions_configuration_and_outputs_name_the_role_the_region_plays(region: str) -> None:
+    role = ROLES[region]
+    template = cfn.transformed()
+    resources = cfn.resources_for(region)
+
+    assert cfn.resolve(template["Outputs"]["RegionRole"]["Value"], region) == role
+    config = json.loads(cfn.resolve(resources["RegionConfigParameter"]["Properties"]["Value"], region))
+    assert (config["role"], config["region"]) == (role, region)
+    for name in of_type(resources, "AWS::Lambda::Function"):
+        variables = resources[name]["Properties"]["Environment"]["Variables"]
+        assert cfn.resolve(variables["REGION_ROLE"], region) == role, name
+
+
+def test_a_region_outside_the_topology_is_refused_before_anything_is_created() -> None:
+    assert all(cfn.rule_failures(region) == [] for region in ROLES)
+
+    (failure,) = cfn.rule_failures(OUTSIDE)
+    assert failure.startswith("RegionInTopology:")
+    for named in (PRIMARY, SECONDARY, SERVICE, "PrimaryRegion", "SecondaryRegion", "ServiceRegion"):
+        assert named in failure
+    with pytest.raises(TemplateRuleError, match=f"{OUTSIDE}: .*RegionInTopology"):
+        cfn.resources_for(OUTSIDE)
+
+
+def test_the_topology_is_its_three_region_parameters() -> None:
+    moved = {"PrimaryRegion": OUTSIDE}
+
+    assert of_type(cfn.resources_for(OUTSIDE, **moved), "AWS::DynamoDB::GlobalTable") == {"GlobalTable"}
+    assert cfn.resolve(cfn.transformed()["Outputs"]["RegionRole"]["Value"], OUTSIDE, **moved) == "primary"
+    with pytest.raises(TemplateRuleError, match="RegionInTopology"):
+        cfn.resources_for(PRIMARY, **moved)
+
+
+def test_a_topology_that_names_a_region_twice_is_refused() -> None:
+    (failure,) = cfn.rule_failures(PRIMARY, ServiceRegion=PRIMARY)
+
+    assert failure.startswith("DistinctRegions:")
+
+
+@pytest.mark.parametrize("region", APP_REGIONS)
+def test_custom_domain_adds_health_check_and_latency_record(region: str) -> None:
+    resources = cfn.resources_for(region, **DOMAIN)
 
     assert set(resources) >= CUSTOM_DOMAIN_RESOURCES
     check = resources["ApiHealthCheck"]["Properties"]["HealthCheckConfig"]
@@ -74,16 +145,22 @@ def test_custom_domain_adds_health_check_and_latency_record(role: str) -> None:
     record = resources["ApiLatencyRecord"]["Properties"]
     assert record["Region"] == {"Ref": "AWS::Region"}
     assert record["HealthCheckId"] == {"Ref": "ApiHealthCheck"}
+    certificate = cfn.resolve(
+        resources["ApiDomain"]["Properties"]["RegionalCertificateArn"], region, **DOMAIN
+    )
+    assert certificate.startswith(f"arn:aws:acm:{region}:"), "each region uses its own certificate"
 
 
 def test_custom_domain_needs_every_input_and_an_app_region() -> None:
-    partial = {**DOMAIN, "CertificateArn": ""}
-    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(RegionRole="primary", **partial))
-    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(RegionRole="service", **DOMAIN))
+    partial = {**DOMAIN, "PrimaryCertificateArn": ""}
+    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(PRIMARY, **partial))
+    assert set(cfn.resources_for(SECONDARY, **partial)) >= CUSTOM_DOMAIN_RESOURCES
+    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(SECONDARY, **{**DOMAIN, "HostedZoneId": ""}))
+    assert not CUSTOM_DOMAIN_RESOURCES & set(cfn.resources_for(SERVICE, **DOMAIN))
 
 
 def test_functions_run_python313_on_arm64_with_tracing_and_retained_logs() -> None:
-    resources = cfn.resources_for(RegionRole="primary")
+    resources = cfn.resources_for(PRIMARY)
     log_groups = {
         json.dumps(r["Properties"].get("LogGroupName")): r["Properties"]
         for r in resources.values()
@@ -128,16 +205,16 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-@pytest.mark.parametrize("role", ["primary", "secondary", "service"])
-def test_no_iam_statement_grants_every_resource_where_an_arn_exists(role: str) -> None:
-    statements = _statements(cfn.resources_for(RegionRole=role))
+@pytest.mark.parametrize("region", list(ROLES))
+def test_no_iam_statement_grants_every_resource_where_an_arn_exists(region: str) -> None:
+    statements = _statements(cfn.resources_for(region))
     for role_name, statement in statements:
         actions = _as_list(statement["Action"])
         if "*" in _as_list(statement["Resource"]):
             assert set(actions) <= NO_RESOURCE_LEVEL, (role_name, statement)
         assert not any(a == "*" or a.endswith(":*") for a in actions), (role_name, statement)
         assert statement["Effect"] == "Allow"
-    for name, resource in cfn.resources_for(RegionRole=role).items():
+    for name, resource in cfn.resources_for(region).items():
         if resource["Type"] == "AWS::IAM::Role":
             managed = resource["Properties"].get("ManagedPolicyArns", [])
             assert not any("FullAccess" in json.dumps(arn) for arn in managed), name
@@ -164,18 +241,3 @@ def test_every_api_route_has_sample_events_and_every_event_matches_a_route() -> 
             assert route in routes, path
             covered.add(route)
     assert covered == routes
-
-
-def test_samconfig_has_one_environment_per_role_without_account_ids() -> None:
-    import tomllib
-
-    text = (cfn.ROOT / "samconfig.toml").read_text()
-    config = tomllib.loads(text)
-    for role in ("primary", "secondary", "service"):
-        deploy = config[role]["deploy"]["parameters"]
-        assert f"RegionRole={role}" in deploy["parameter_overrides"]
-        assert deploy["resolve_s3"] is True
-        assert config[role]["validate"]["parameters"]["lint"] is True
-        assert config[role]["build"]["parameters"] == {"cached": True, "parallel": True}
-    assert not re.search(r"\b\d{12}\b", text)
-    assert "profile" not in text
