@@ -40,8 +40,7 @@ pytestmark = pytest.mark.timeout(120)
 def cloud() -> Iterator[Cloud]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     cloud = Cloud(FaultState([REGION, OTHER_REGION]), port=0)
-    make_dynamodb_thread_safe()
-    cloud.start()
+    cloud.start()  # installs the adapter
     yield cloud
     cloud.stop()
 
