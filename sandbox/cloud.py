@@ -22,6 +22,7 @@ from moto.core.config import default_user_config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from sandbox.dynamodb_concurrency import make_dynamodb_thread_safe
 from sandbox.faults import FaultState, OutageMiddleware
 
 CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
@@ -89,6 +90,7 @@ class Cloud:
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         default_user_config["lambda"] = {"use_docker": False}
         name_unnamed_executions()
+        make_dynamodb_thread_safe()
         app = OutageMiddleware(DomainDispatcherApplication(create_backend_app), self.faults)
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
