@@ -1,12 +1,22 @@
-"""Sandbox benchmark: start-up time, the global endpoint's added latency, its throughput.
+"""Sandbox benchmark: start-up, write throughput against the stack's own limit,
+replication delay under that load, the global endpoint's added latency.
 
     make bench            # writes bench/results/sandbox.json
 
 1. start-up: from spawning `python -m sandbox up` (what `make sandbox` runs) until all
    three regions are deployed and both app regions answer /health with 200;
-2. routing overhead: the same GET sent directly to a region and through the global
-   endpoint, alternately, in one run; the ratio of medians (and of p95s);
-3. throughput: GETs per second through the global endpoint from concurrent clients.
+2. writes, side by side in one run, from the same number of client threads:
+   `raw_moto_writes_per_second`, boto3 `put_item` straight to the sandbox's AWS
+   endpoint on the global table (the limit of this stack: moto, the fault middleware,
+   replication), then `global_writes_per_second`, `POST /items` through the global
+   endpoint (router, API Gateway, Lambda containers, the handler's own AWS calls);
+   their ratio is `write_throughput_ratio`;
+3. replication delay under that load: p50 and p99 of every delivery's delay (write in
+   the source to applied in the other region), from the replicator, with the
+   configured lag;
+4. routing overhead: the same GET sent directly to a region and through the global
+   endpoint, alternately; the ratio of medians (and of p95s);
+5. read throughput: GETs per second through the global endpoint.
 """
 
 from __future__ import annotations
@@ -15,21 +25,85 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from tests.support.target import LOCATION_HEADER, SandboxProcess
+from tests.support.target import LOCATION_HEADER, SandboxProcess, Target
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "sandbox.json"
+HEADERS = {LOCATION_HEADER: "canada"}  # routed to the primary, like the direct calls
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_clients(clients: int, seconds: float, work: Callable[[int], Callable[[], bool]]) -> float:
+    """Operations per second from `clients` threads for `seconds`; work(i) makes client i's step.
+
+    A failed step is not counted; an exception in a client is raised here."""
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> int:
+        step, done = work(index), 0
+        while time.monotonic() < stop:
+            done += 1 if step() else 0
+        return done
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        counts = [f.result() for f in [pool.submit(client, i) for i in range(clients)]]
+    return sum(counts) / (time.monotonic() - started)
+
+
+def raw_put_item(
+    target: Target, table: str, region: str, clients: int
+) -> Callable[[int], Callable[[], bool]]:
+    made = [target.client("dynamodb", region) for _ in range(clients)]  # creating clients is not thread-safe
+
+    def work(index: int) -> Callable[[], bool]:
+        ddb = made[index]
+        counter = iter(range(10**9))
+
+        def step() -> bool:
+            key = f"bench-raw-{index}-{next(counter)}-{uuid.uuid4().hex[:8]}"
+            ddb.put_item(
+                TableName=table,
+                Item={"pk": {"S": key}, "sk": {"S": "raw"}, "name": {"S": "bench"}},
+            )
+            return True
+
+        return step
+
+    return work
+
+
+def global_post(target: Target) -> Callable[[int], Callable[[], bool]]:
+    def work(index: int) -> Callable[[], bool]:
+        session = requests.Session()
+
+        def step() -> bool:
+            response = session.post(
+                f"{target.global_url}/items", json={"name": "bench"}, headers=HEADERS, timeout=10
+            )
+            return response.status_code == 201
+
+        return step
+
+    return work
+
+
+def replication_delays(target: Target) -> dict[str, Any]:
+    replication = requests.get(f"{target.admin_url}/status", timeout=10).json()["replication"]
+    return replication.get("delaySeconds", {})
 
 
 def main() -> None:
@@ -40,12 +114,13 @@ def main() -> None:
         "--requests", type=int, default=400, help="requests per path for the latency comparison"
     )
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients for throughput")
-    parser.add_argument("--seconds", type=float, default=10.0, help="throughput measurement duration")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each throughput measurement's duration")
+    parser.add_argument("--replication-lag", type=float, default=0.5, help="configured replication lag")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
-        sandbox = SandboxProcess(Path(workdir))
+        sandbox = SandboxProcess(Path(workdir), ["--replication-lag", str(args.replication_lag)])
         started = time.monotonic()
         target = sandbox.start()
         for url in target.region_urls.values():
@@ -54,41 +129,34 @@ def main() -> None:
         startup = time.monotonic() - started
         try:
             region = target.primary
+            table = target.outputs[region]["TableName"]
+            raw = run_clients(args.clients, args.seconds, raw_put_item(target, table, region, args.clients))
+            settle(target)
+            writes = run_clients(args.clients, args.seconds, global_post(target))
+            delays = replication_delays(target)
+            settle(target)
+
             item = requests.post(
                 f"{target.region_urls[region]}/items", json={"name": "bench"}, timeout=10
             ).json()
             path = f"/items/{item['item']['id']}"
-            headers = {LOCATION_HEADER: "canada"}  # routed to the same region as the direct calls
             session = requests.Session()
             direct, routed = [], []
             for _ in range(args.requests):
                 for samples, base in ((direct, target.region_urls[region]), (routed, target.global_url)):
                     t0 = time.perf_counter()
-                    response = session.get(base + path, headers=headers, timeout=10)
+                    response = session.get(base + path, headers=HEADERS, timeout=10)
                     samples.append((time.perf_counter() - t0) * 1000)
                     assert response.status_code == 200, response.text
                     assert response.headers["X-Served-Region"] == region
 
-            count = [0]
-            lock = threading.Lock()
-            stop = time.monotonic() + args.seconds
-
-            def client() -> None:
+            def reader(index: int) -> Callable[[], bool]:
                 own = requests.Session()
-                done = 0
-                while time.monotonic() < stop:
-                    if own.get(target.global_url + path, headers=headers, timeout=10).status_code == 200:
-                        done += 1
-                with lock:
-                    count[0] += done
+                return lambda: (
+                    own.get(target.global_url + path, headers=HEADERS, timeout=10).status_code == 200
+                )
 
-            threads = [threading.Thread(target=client) for _ in range(args.clients)]
-            t0 = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.monotonic() - t0
+            reads = run_clients(args.clients, args.seconds, reader)
         finally:
             sandbox.stop()
 
@@ -96,6 +164,13 @@ def main() -> None:
         "command": "make bench",
         "machine": "2 cores (this workplace's standard machine)",
         "startup_seconds_all_regions_serving": round(startup, 2),
+        "clients": args.clients,
+        "seconds_each": args.seconds,
+        "raw_moto_writes_per_second": round(raw, 1),
+        "global_writes_per_second": round(writes, 1),
+        "write_throughput_ratio": round(writes / raw, 2),
+        "replication_lag_configured_seconds": args.replication_lag,
+        "replication_delay_seconds": delays,
         "latency_ms": {
             "direct": {
                 "median": round(statistics.median(direct), 2),
@@ -111,12 +186,17 @@ def main() -> None:
             "median": round(statistics.median(routed) / statistics.median(direct), 2),
             "p95": round(percentile(routed, 0.95) / percentile(direct, 0.95), 2),
         },
-        "global_requests_per_second": round(count[0] / elapsed, 1),
-        "throughput_clients": args.clients,
+        "global_reads_per_second": round(reads, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def settle(target: Target, timeout: float = 120.0) -> None:
+    response = requests.post(f"{target.admin_url}/settle", json={"timeout": timeout}, timeout=timeout + 10)
+    if response.status_code != 200:
+        raise RuntimeError(f"replication did not settle within {timeout} s: {response.text}")
 
 
 if __name__ == "__main__":
