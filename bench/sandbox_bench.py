@@ -74,10 +74,28 @@ def raw_put_item(
         counter = iter(range(10**9))
 
         def step() -> bool:
-            key = f"bench-raw-{index}-{next(counter)}-{uuid.uuid4().hex[:8]}"
+            # The same record as POST /items writes (keys, list index, fields), so both
+            # measurements cost moto and replication the same per write.
+            item_id = uuid.uuid4().hex
+            now = f"2026-01-01T00:00:{next(counter) % 60:02d}.000Z"
             ddb.put_item(
                 TableName=table,
-                Item={"pk": {"S": key}, "sk": {"S": "raw"}, "name": {"S": "bench"}},
+                Item={
+                    "pk": {"S": f"ITEM#{item_id}"},
+                    "sk": {"S": "ITEM"},
+                    "gsi1pk": {"S": "ITEM"},
+                    "gsi1sk": {"S": f"{now}#{item_id}"},
+                    "id": {"S": item_id},
+                    "name": {"S": "bench"},
+                    "description": {"S": ""},
+                    "tags": {"L": []},
+                    "version": {"N": "1"},
+                    "createdAt": {"S": now},
+                    "updatedAt": {"S": now},
+                    "updatedRegion": {"S": region},
+                    "epoch": {"N": "0"},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
             )
             return True
 

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 
@@ -430,10 +430,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         routing = {"X-Routed-Region": region, "X-Client-Location": location}
         body = self._read_body()
         base = urlsplit(router.targets[region])
-        connection_class = (
-            http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
-        )
-        connection = connection_class(base.netloc, timeout=self.server.upstream_timeout)
+        connection = self.server.upstream(base)
         try:
             connection.request(
                 self.command,
@@ -444,15 +441,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream = connection.getresponse()
             payload = upstream.read()
         except TimeoutError as error:  # before OSError, its base class
+            self.server.drop_upstream(base)
             message = f"region {region} did not answer in time: {error}"
             self._send_json(504, {"message": message, "region": region}, routing)
             return
         except (OSError, http.client.HTTPException) as error:
+            self.server.drop_upstream(base)
             message = f"region {region} is unreachable: {error}"
             self._send_json(502, {"message": message, "region": region}, routing)
             return
-        finally:
-            connection.close()
+        if upstream.will_close:
+            self.server.drop_upstream(base)
         self.send_response(upstream.status, upstream.reason)
         for name, value in upstream.getheaders():
             lowered = name.lower()
@@ -540,6 +539,25 @@ class _ProxyServer(ThreadingHTTPServer):
         super().__init__(address, _ProxyHandler)
         self.router = router
         self.upstream_timeout = upstream_timeout
+        # One keep-alive connection per (request thread, region): a new connection per
+        # request would cost a TCP handshake and a new server thread in the region's API.
+        self._upstreams = threading.local()
+
+    def upstream(self, base: SplitResult) -> http.client.HTTPConnection:
+        connections = self._upstreams.__dict__.setdefault("by_netloc", {})
+        connection = connections.get(base.netloc)
+        if connection is None:
+            connection_class = (
+                http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
+            )
+            connection = connection_class(base.netloc, timeout=self.upstream_timeout)
+            connections[base.netloc] = connection
+        return connection
+
+    def drop_upstream(self, base: SplitResult) -> None:
+        connection = self._upstreams.__dict__.get("by_netloc", {}).pop(base.netloc, None)
+        if connection is not None:
+            connection.close()
 
 
 class GlobalEndpointServer:
