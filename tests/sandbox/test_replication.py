@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -14,7 +16,10 @@ from botocore.config import Config
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from sandbox.cloud import Cloud
+from sandbox.dynamodb_streams import keep_stream_records
 from sandbox.faults import FaultState
+from sandbox.functions import FunctionSpec, Runtime, connect_moto_lambda
 from sandbox.replication import (
     REPLICA_MARKER,
     GlobalTableReplicator,
@@ -306,6 +311,76 @@ def test_works_in_process_with_mock_aws(faults: FaultState) -> None:
         finally:
             rep.stop()
         assert get(clients[PRIMARY], "items", "m") is not None
+
+
+def test_a_stream_mapping_and_the_replicator_both_see_every_record(faults: FaultState) -> None:
+    # moto alone empties the stream after each delivery to a mapping: the replicator
+    # would then miss those writes and sequence numbers would restart.
+    # moto's state is one per process, shared with other tests' servers: unique names.
+    table, function_name = f"mapped-{uuid.uuid4().hex[:8]}", f"recorder-{uuid.uuid4().hex[:8]}"
+    cloud = Cloud(faults, port=0)
+    cloud.start()
+    try:
+        runtime = Runtime([], {"PATH": os.environ.get("PATH", "")})
+        connect_moto_lambda(runtime)
+        keep_stream_records()  # a second call changes nothing
+        clients = {r: cloud.client("dynamodb", r) for r in REGIONS}
+        for client in clients.values():
+            client.create_table(**create_table_kwargs(table))
+        lam = cloud.client("lambda", PRIMARY)
+        role = cloud.client("iam", PRIMARY).create_role(RoleName=function_name, AssumeRolePolicyDocument="{}")
+        function = lam.create_function(
+            FunctionName=function_name,
+            Runtime="python3.13",
+            Role=role["Role"]["Arn"],
+            Handler="recorder.lambda_handler",
+            Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        )
+        runtime.register(
+            FunctionSpec(
+                PRIMARY,
+                "RecorderFunction",
+                function_name,
+                function["FunctionArn"],
+                Path(__file__).parent / "fixtures" / "echo",
+                "recorder.lambda_handler",
+                {},
+                10,
+                128,
+            )
+        )
+        stream_arn = clients[PRIMARY].describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        lam.create_event_source_mapping(
+            EventSourceArn=stream_arn, FunctionName=function_name, StartingPosition="TRIM_HORIZON"
+        )
+        rep = GlobalTableReplicator(
+            lambda r: cloud.client("dynamodb", r), table, REGIONS, faults, poll_interval=POLL
+        )
+        rep.start()
+        try:
+            names = [f"m{n}" for n in range(20)]
+            for name in names:
+                clients[PRIMARY].put_item(TableName=table, Item={**key(name), "n": {"S": name}})
+            assert rep.wait_until_idle(15)
+        finally:
+            rep.stop()
+        replicated = [get(clients[SECONDARY], table, name) for name in names]
+        events = runtime.find(PRIMARY, function_name).module.EVENTS  # type: ignore[union-attr]
+        mapped = [r["dynamodb"]["Keys"]["pk"]["S"] for e in events for r in e["Records"]]
+        streams = cloud.client("dynamodbstreams", PRIMARY)
+        shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(
+            StreamArn=stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        sequences = [
+            int(r["dynamodb"]["SequenceNumber"])
+            for r in streams.get_records(ShardIterator=iterator)["Records"]
+        ]
+    finally:
+        cloud.stop()
+    assert mapped == names  # each record once, in order
+    assert [item and item["n"]["S"] for item in replicated] == names
+    assert len(sequences) == len(names) and sequences == sorted(set(sequences))
 
 
 # S3 ---------------------------------------------------------------------------------------
