@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "--replication-lag", type=float, default=0.5, help="global table replication delay, seconds"
     )
     up.add_argument(
+        "--replication-jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="spread of each item's replication delay around the lag (uniform, +/- SECONDS)",
+    )
+    up.add_argument(
         "--param",
         type=_parameter,
         action="append",
@@ -107,6 +114,7 @@ def _up(args: argparse.Namespace) -> int:
         health_interval=args.health_interval,
         health_threshold=args.health_threshold,
         replication_lag=args.replication_lag,
+        replication_jitter=args.replication_jitter,
         endpoints_file=args.endpoints_file,
         parameters=dict(args.param),
     )

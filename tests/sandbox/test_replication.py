@@ -18,10 +18,12 @@ from botocore.config import Config
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from sandbox import cli
 from sandbox.cloud import Cloud
 from sandbox.dynamodb_streams import keep_stream_records
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionSpec, Runtime, connect_moto_lambda
+from sandbox.main import Options, Sandbox
 from sandbox.replication import (
     REPLICA_MARKER,
     GlobalTableReplicator,
@@ -524,6 +526,14 @@ def test_a_stream_mapping_and_the_replicator_both_see_every_record(faults: Fault
     assert mapped == names  # each record once, in order
     assert [item and item["n"]["S"] for item in replicated] == names
     assert len(sequences) == len(names) and sequences == sorted(set(sequences))
+
+
+def test_up_sets_the_jitter_it_is_given() -> None:
+    args = cli._parser().parse_args(["up", "--replication-lag", "0.2", "--replication-jitter", "0.3"])
+    assert (args.replication_lag, args.replication_jitter) == (0.2, 0.3)
+    assert cli._parser().parse_args(["up"]).replication_jitter == 0.0
+    sandbox = Sandbox(Options(replication_lag=0.2, replication_jitter=0.3))  # nothing started
+    assert (sandbox.faults.replication_lag, sandbox.faults.replication_jitter) == (0.2, 0.3)
 
 
 # S3 ---------------------------------------------------------------------------------------
