@@ -275,6 +275,42 @@ def test_replicated_writes_do_not_ping_pong(
     assert replicator.wait_until_idle(2)
 
 
+def test_writers_racing_in_both_regions_converge_to_the_last_writer(
+    moto_url: str, ddb: dict[str, Any], table: str, faults: FaultState, replicator: GlobalTableReplicator
+) -> None:
+    faults.set_replication_lag(0.02)
+    faults.set_replication_jitter(0.02)
+    keys = [f"race-{n}" for n in range(10)]
+    failures: list[BaseException] = []
+
+    def write(region: str) -> None:
+        client = factory(moto_url, "dynamodb")(region)
+        try:
+            for n in range(150):
+                pk = keys[n % len(keys)]
+                if n % 7 == 3:
+                    client.delete_item(TableName=table, Key=key(pk))
+                else:
+                    client.put_item(TableName=table, Item=item(pk, v=f"{region}-{n}"))
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(region,)) for region in REGIONS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert replicator.wait_until_idle(20)
+    finals = {pk: [value(ddb[r], table, pk) for r in REGIONS] for pk in keys}
+    winners = {
+        pk: state.winner.image["v"]["S"] if state.winner.image else None
+        for state in replicator._items.values()
+        for pk in [state.keys["pk"]["S"]]
+    }
+    assert finals == {pk: [winners[pk], winners[pk]] for pk in keys}
+
+
 def test_items_written_in_order_can_arrive_in_another_order(
     moto_url: str, ddb: dict[str, Any], table: str, faults: FaultState
 ) -> None:
