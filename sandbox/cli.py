@@ -25,6 +25,7 @@ import requests
 
 from sandbox.cloud import PortInUseError
 from sandbox.deploy import TemplateRuleError
+from sandbox.faults import FaultError
 from sandbox.functions import DEFAULT_CONTAINERS
 from sandbox.main import ROOT, Options, Sandbox
 
@@ -70,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_CONTAINERS,
         help=f"Lambda containers per function per region (default {DEFAULT_CONTAINERS})",
+    )
+    up.add_argument(
+        "--replication-jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="spread of each item's replication delay around the lag (uniform, +/- SECONDS)",
     )
     up.add_argument(
         "--param",
@@ -122,13 +130,18 @@ def _up(args: argparse.Namespace) -> int:
         health_threshold=args.health_threshold,
         replication_lag=args.replication_lag,
         containers=args.containers,
+        replication_jitter=args.replication_jitter,
         endpoints_file=args.endpoints_file,
         parameters=dict(args.param),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    sandbox = Sandbox(options)
+    try:
+        sandbox = Sandbox(options)
+    except FaultError as error:  # a replication lag or jitter out of range
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         sandbox.start()
     except (PortInUseError, TemplateRuleError) as error:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.container import ContainerSpec, serve
+from sandbox.dynamodb_streams import keep_stream_records
 from sandbox.faults import caller_access_key
 
 logger = logging.getLogger(__name__)
@@ -342,10 +343,13 @@ def connect_moto_lambda(runtime: Runtime) -> None:
       source mappings, which moto delivers a message at a time through it): moto's
       Docker-free backend would answer with canned text;
     - `LambdaFunction.invoke`, which moto's DynamoDB stream mappings call: it would start
-      a container. (moto then empties the table's stream, which the global-table
-      replicator also reads: give a stream mapping its own poller before adding one.)"""
+      a container. moto would then empty the table's stream after each delivery, hiding
+      the records from `GetRecords` readers such as the global-table replicator;
+      `sandbox.dynamodb_streams.keep_stream_records` (applied here) keeps them."""
     from moto.awslambda.models import LambdaFunction
     from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    keep_stream_records()
 
     def invoke_function(self: Any, body: str, request_headers: Any, response_headers: Any) -> bytes:
         try:

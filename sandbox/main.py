@@ -40,6 +40,7 @@ class Options:
     health_threshold: int = 3
     replication_lag: float = 0.5
     containers: int = DEFAULT_CONTAINERS  # per function per region
+    replication_jitter: float = 0.0
     host: str = "127.0.0.1"
     endpoints_file: Path = field(default_factory=lambda: ROOT / ".sandbox" / "endpoints.json")
     parameters: dict[str, str] = field(default_factory=dict)
@@ -53,6 +54,7 @@ class Sandbox:
         self.environments = read_samconfig(root / "samconfig.toml", options.parameters)
         self.faults = FaultState([e.region for e in self.environments])
         self.faults.set_replication_lag(options.replication_lag)
+        self.faults.set_replication_jitter(options.replication_jitter)
         self.cloud = Cloud(self.faults, options.host, options.aws_port)
         self.deployments: list[Deployment] = []
         self.runtime: Runtime | None = None

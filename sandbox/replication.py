@@ -2,46 +2,100 @@
 
 Both replicators are background threads that poll the emulated AWS APIs with boto3,
 so they work the same against ``mock_aws`` and a ``ThreadedMotoServer``. They honour
-the faults in a shared ``FaultState``: replication lag, pause, and region outages
-(work to or from a down region waits and is delivered in order after ``heal``).
+the faults in a shared ``FaultState``: replication lag (and, for DynamoDB, jitter),
+pause, region outages and partitions. Work to or from a down region, or between two
+partitioned regions (both ways), is kept and delivered after ``heal`` /
+``heal-partition``.
 
-DynamoDB (``GlobalTableReplicator``) follows global tables version 2019.11.21:
+DynamoDB global tables (version 2019.11.21): what AWS does
 
-* every change in a replica's stream is delivered to every other replica;
-* conflicts resolve last-writer-wins on the item's ``updatedAt`` (ISO-8601 UTC, which
-  sorts lexicographically), ties broken by ``updatedRegion`` and then by a stable
-  comparison of the whole item; a ``ConditionExpression`` keeps this true when a local
-  write in the target races the delivery;
-* items without ``updatedAt`` (control records written by tools) have no conflict
-  resolution: the last delivered write wins. Concurrent writes of the same control
-  record in two regions can therefore leave the regions different; give such records
-  an ``updatedAt`` if that matters;
-* a write made by the replicator is not replicated again (its record in the target's
-  stream is recognised and dropped), like the real service; a delivery that would not
-  change the target is skipped. Together they stop ping-pong, so a quiet system
-  becomes idle.
+* every change in a replica is replicated to every other replica asynchronously, item
+  by item, usually within a second or two, with no order across items: two items
+  written in order in one region can appear in another in the opposite order;
+* concurrent writes of one item in two regions resolve last-writer-wins on a timestamp
+  the service keeps for each item version, hidden from the application (version
+  2017.11.29 showed it as ``aws:rep:*`` attributes); the item's own attributes play no
+  part. Deletes take part too: a newer delete removes an older write, a newer write
+  survives an older delete;
+* a replica applies a replicated write only if it is newer than its own version, and
+  checks and writes atomically; replicated writes are not replicated again.
+
+What the sandbox does (``GlobalTableReplicator``)
+
+* It reads every replica's stream (``GetRecords``). A record that is not its own write
+  coming back is a new item version, stamped ``Stamp(millis, region, sequence)``: the
+  record's ``ApproximateCreationDateTime`` (moto gives milliseconds; the time the
+  replicator first read the record if absent), then the region (ties between regions go
+  to the greater name), then the record's place in its stream. Within one region the
+  stream's order decides: a write is stamped newer than what its region held just
+  before it, even in the same millisecond.
+* Each version goes to each other region after its own delay, drawn by
+  ``delay_sampler(lag, jitter)``; the default, ``uniform_delay``, is uniform in
+  ``[lag - jitter, lag + jitter]`` clipped at 0: median ``replication_lag``, bounded so
+  ``lag + jitter`` is the worst case (AWS publishes no distribution; a heavy tail would
+  make drills flaky rather than harder). Deliveries wait in a heap per (source, target)
+  ordered by due time, so later items overtake earlier ones. A new lag applies to the
+  backlog; a new jitter to later writes.
+* Last writer wins on the stamps, from the replicator's own metadata in memory (per key:
+  the winning version, and per region the version its stream shows and the newest one
+  written to it); the sandbox never reads the product's attributes. A delivery that is
+  not newer than what the target has is skipped; a delete leaves its stamp behind, so
+  an older write arriving later loses to it.
+* Its writes go through the API over HTTP (``BatchWriteItem``, 25 items a call;
+  ``DeleteItem``), with no read first: the metadata knows each target's version. Their
+  records in the target's stream are recognised (by key and image) and not replicated
+  again, so a quiet system becomes idle.
+* ``stats()`` counts deliveries applied, skipped (lost to a newer version), pending and
+  repairs, with delay percentiles (write in the source to applied in the target) over
+  the last 10,000 deliveries.
+
+What remains different from AWS
+
+* The check and the write are not atomic. A local write landing in the target between
+  the replicator's last read of that region's stream and its write (a few milliseconds
+  each round) can be overwritten by an older delivery. The stream then shows both; the
+  replicator writes the winner back (a *repair*), so every region still converges to the
+  last writer, but a reader there may briefly see the older version.
+* One clock for all regions: no clock skew between regions. AWS's stream records carry
+  whole seconds; its internal timestamp is finer, as the sandbox's milliseconds are.
+* The metadata lives in memory: a restarted replicator re-reads the streams from their
+  start (moto keeps every record; AWS keeps 24 hours). Its own writes are recognised by
+  key and content, so a local write identical to a delivery on its way to that region
+  can be taken for it (the regions still converge, to that content).
+* moto writes a stream record even for a write that changes nothing (AWS writes none),
+  so such a write is replicated as a new version.
+* Not modelled: TTL deletes, the ``ReplicationLatency`` metric, replica management.
 
 moto specifics the code relies on or works around:
 
 * ``awsRegion`` in moto's stream records is always ``us-east-1``; the region is taken
   from which replica's stream was read instead;
 * moto keeps every shard iterator it hands out, so each ``GetRecords`` poll costs a
-  little server memory; ``poll_interval`` trades that against replication latency;
-* moto empties a table's stream after handing it to a Lambda event source mapping on
-  that table, so a mapping on the global table hides records from this replicator.
+  little server memory; ``poll_interval`` trades that against replication latency
+  (polls come faster while records flow);
+* moto empties a table's stream after handing it to a Lambda event source mapping;
+  ``sandbox.dynamodb_streams.keep_stream_records`` (applied by
+  ``sandbox.functions.connect_moto_lambda``) keeps the records for every reader.
+
+S3 (``S3Replicator``) copies new and changed objects per replication rule, in listing
+order, one FIFO lane per rule; see its docstring.
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
+import itertools
 import json
 import logging
+import math
+import random
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,9 +106,12 @@ from sandbox.faults import FaultState
 
 __all__ = [
     "REPLICA_MARKER",
+    "DelaySampler",
     "GlobalTableReplicator",
     "ReplicationRule",
     "S3Replicator",
+    "Stamp",
+    "uniform_delay",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +125,7 @@ REPLICA_MARKER = "sandbox-replica"
 _AWS_ERRORS = (ClientError, BotoCoreError)
 _MAX_BACKOFF_SECONDS = 5.0
 _MAX_BATCHES_PER_POLL = 20  # bounds one poll so deliveries are not starved by a busy stream
+_RECORDS_PER_PAGE = 1000  # GetRecords' maximum
 _MAX_REMEMBERED_ECHOES = 100_000
 
 
@@ -102,10 +160,11 @@ class _Backoff:
 class _PollingWorker:
     """Thread life cycle and the idle test shared by both replicators.
 
-    A subclass fills ``_queues`` (one FIFO per lane) and implements ``_tick`` (one
-    round of reading and delivering) and ``_live_sources`` (the sources that must have
-    been read to their end for the worker to be idle). It reports reads with
-    ``_mark_caught_up`` and writes with ``_mark_written``.
+    A subclass fills ``_queues`` (one queue per lane: a FIFO for S3, a heap ordered by
+    due time for DynamoDB) and implements ``_tick`` (one round of reading and
+    delivering) and ``_live_sources`` (the sources that must have been read to their end
+    for the worker to be idle). It reports reads with ``_mark_caught_up`` and writes
+    with ``_mark_written``.
     """
 
     def __init__(self, name: str, faults: FaultState, poll_interval: float) -> None:
@@ -189,6 +248,8 @@ class _PollingWorker:
         for label, source, target, queue, backoff in lanes:
             if self.faults.is_down(source) or self.faults.is_down(target):
                 continue
+            if source != target and self.faults.is_partitioned(source, target):
+                continue
             if not backoff.ready(time.monotonic()):
                 continue
             while queue and not self._stop.is_set():
@@ -262,6 +323,22 @@ class _PollingWorker:
 
 Item = dict[str, Any]  # low-level DynamoDB JSON: {"attr": {"S": "..."}}
 
+# (median lag, jitter) -> one item's delay in seconds (>= 0). See uniform_delay.
+DelaySampler = Callable[[float, float], float]
+
+
+def uniform_delay(rng: random.Random | None = None) -> DelaySampler:
+    """The default delay: uniform in ``[lag - jitter, lag + jitter]``, clipped at 0.
+
+    Its median is the lag (clipping only moves the lower tail) and it is bounded, so
+    ``lag + jitter`` is the worst case a test or a drill can rely on."""
+    source = rng or random.Random()  # noqa: S311 - a simulation, not cryptography
+
+    def sample(lag: float, jitter: float) -> float:
+        return max(0.0, lag + source.uniform(-jitter, jitter)) if jitter > 0 else lag
+
+    return sample
+
 
 def _canonical(value: Any) -> Any:
     """A JSON-ready form of a DynamoDB value that is equal for equal items (sets sorted)."""
@@ -284,28 +361,6 @@ def _fingerprint(item: Item | None) -> str:
     return json.dumps(_canonical(item), sort_keys=True, separators=(",", ":"))
 
 
-def _string_attr(item: Item | None, name: str) -> str | None:
-    value = (item or {}).get(name)
-    if isinstance(value, dict) and isinstance(value.get("S"), str):
-        return value["S"]
-    return None
-
-
-def _lww_order(item: Item) -> tuple[str, str, str]:
-    """Sort key for last-writer-wins: updatedAt, then updatedRegion, then the whole item."""
-    return (
-        _string_attr(item, "updatedAt") or "",
-        _string_attr(item, "updatedRegion") or "",
-        _fingerprint(item),
-    )
-
-
-def _iso_millis(epoch_seconds: float) -> str:
-    # The app's updatedAt format, so a delete's time compares with item timestamps.
-    moment = datetime.fromtimestamp(epoch_seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _record_epoch(value: Any, fallback: float) -> float:
     """ApproximateCreationDateTime as epoch seconds (boto3 gives a datetime)."""
     if isinstance(value, datetime):
@@ -315,17 +370,61 @@ def _record_epoch(value: Any, fallback: float) -> float:
     return fallback
 
 
+@dataclass(frozen=True, order=True)
+class Stamp:
+    """An item version's replication timestamp; the greatest stamp is the last writer.
+
+    ``millis`` is the time of the write in its region, ``region`` where it was written
+    (ties between regions go to the greater name) and ``sequence`` its place in that
+    region's stream (ties within a region go to the later record)."""
+
+    millis: int
+    region: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class _Version:
+    stamp: Stamp
+    image: Item | None  # None: a delete
+    written_at: float  # epoch seconds of the write, for the delay statistics
+
+
+@dataclass
+class _Held:
+    """What a region's stream says the region holds: the version's stamp, and whether
+    that version is an item (False: deleted)."""
+
+    stamp: Stamp
+    present: bool
+
+
+@dataclass
+class _KeyState:
+    """The replicator's metadata for one key: AWS keeps the same, hidden, on each replica."""
+
+    keys: Item
+    winner: _Version  # the greatest version seen in any stream
+    held: dict[str, _Held] = field(default_factory=dict)  # per region, from its stream, in order
+    accepted: dict[str, Stamp] = field(default_factory=dict)  # newest stamp written to or in a region
+    awaiting: dict[str, list[Stamp]] = field(default_factory=dict)  # written, echo not read yet
+    pending: set[tuple[str, Stamp]] = field(default_factory=set)  # (target, stamp) queued
+    repairing: set[str] = field(default_factory=set)  # regions with a repair queued
+
+
 @dataclass
 class _Delivery:
-    source: str
+    source: str  # lane: the version's region (for a repair, the winner's)
     target: str
-    event: str  # INSERT, MODIFY or REMOVE
-    keys: Item
-    new_image: Item | None
-    old_image: Item | None
-    written_at: float  # epoch seconds of the change in the source
-    due_base: float  # monotonic instant of the change; due at due_base + lag
-    sequence: str
+    key: str  # fingerprint of the item's key
+    version: _Version
+    base: float  # monotonic instant of the write
+    offset: float  # this item's sampled delay minus the lag then; -inf: due at once
+    repair: bool = False
+
+    def due(self, lag: float) -> float:
+        """Due after its own delay, moved by as much as the lag has changed since."""
+        return self.base + max(0.0, lag + self.offset)
 
 
 @dataclass
@@ -342,6 +441,18 @@ class _StreamState:
     shards: dict[str, _ShardCursor] = field(default_factory=dict)
 
 
+_Lane = list[tuple[float, int, _Delivery]]  # a heap ordered by due time
+_BATCH_WRITE_LIMIT = 25  # BatchWriteItem's maximum
+_MAX_DELIVERIES_PER_ROUND = 2000  # per target, so stream reads are not starved
+_DELAY_WINDOW = 10_000  # deliveries the delay percentiles are computed over
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (not empty)."""
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
 class GlobalTableReplicator(_PollingWorker):
     """Replicates one DynamoDB table between regions, as a global table would.
 
@@ -349,6 +460,8 @@ class GlobalTableReplicator(_PollingWorker):
     use ``streams_client_factory(region)`` when given; otherwise a ``dynamodbstreams``
     client is made with the DynamoDB client's endpoint, config and credentials. Give the
     clients short timeouts and few retries: a slow call delays every region's replication.
+    ``delay_sampler(lag, jitter)`` draws each item's delay to each region (default
+    ``uniform_delay`` with ``random.Random(seed)``).
     """
 
     def __init__(
@@ -359,6 +472,8 @@ class GlobalTableReplicator(_PollingWorker):
         faults: FaultState,
         poll_interval: float = 0.1,
         streams_client_factory: ClientFactory | None = None,
+        delay_sampler: DelaySampler | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(f"ddb-replicator-{table_name}", faults, poll_interval)
         if len(set(regions)) < 2:
@@ -367,17 +482,26 @@ class GlobalTableReplicator(_PollingWorker):
         self.regions = list(dict.fromkeys(regions))
         self._client_factory = client_factory
         self._streams_client_factory = streams_client_factory
+        self._sample_delay = delay_sampler or uniform_delay(random.Random(seed))  # noqa: S311
         self._clients: dict[str, Any] = {}
         self._streams_clients: dict[str, Any] = {}
         self._streams = {r: _StreamState(_Backoff(poll_interval)) for r in self.regions}
-        # One FIFO per (source, target): delivering in stream order keeps per-key order.
-        self._queues: dict[tuple[str, str], deque[_Delivery]] = {
-            (s, t): deque() for s in self.regions for t in self.regions if s != t
-        }
-        self._pair_backoff = {pair: _Backoff(poll_interval) for pair in self._queues}
-        # Fingerprints of our own writes, so their stream records are not sent back.
-        self._echoes: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        # One heap per (source, target), ordered by each delivery's own due time, so a
+        # later item overtakes an earlier one; (r, r) holds repairs of r's own writes.
+        self._queues: dict[tuple[str, str], _Lane] = {(s, t): [] for s in self.regions for t in self.regions}
+        self._queued_lag = 0.0  # the lag the heaps' due times were computed with
+        self._counter = itertools.count()
+        self._target_backoff = {r: _Backoff(poll_interval) for r in self.regions}
+        self._items: dict[str, _KeyState] = {}
+        # (region, key, image) fingerprints of our own writes -> the stamps they carried,
+        # so their records in the target's stream are recognised and not replicated again.
+        self._echoes: OrderedDict[tuple[str, str, str], deque[Stamp]] = OrderedDict()
+        self._in_flight = 0
+        self._more_to_read = False  # a poll stopped before a stream's end: poll again at once
+        self._records_read = 0  # in this round
         self._echoes_dropped = 0
+        self._repairs = 0
+        self._delays: deque[float] = deque(maxlen=_DELAY_WINDOW)
 
     # Clients ----------------------------------------------------------------------------
 
@@ -398,17 +522,30 @@ class GlobalTableReplicator(_PollingWorker):
     # Reporting --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """Counts, and delivery delays (write in the source to applied in the target) over
+        the last deliveries applied: ``delaySeconds`` ``p50``, ``p99``, ``max``, ``samples``."""
         with self._lock:
+            delays = sorted(self._delays)
             return {
                 "table": self.table_name,
                 "pending": self._pending_count(),
-                "pendingByPair": {f"{s}->{t}": len(q) for (s, t), q in self._queues.items()},
+                "pendingByPair": {f"{s}->{t}": len(q) for (s, t), q in self._queues.items() if s != t or q},
                 "applied": self._applied,
                 "skipped": self._skipped,
+                "repairs": self._repairs,
                 "echoesDropped": self._echoes_dropped,
                 "errors": self._errors + self._tick_errors,
                 "lastDelaySeconds": dict(self._last_delay),
+                "delaySeconds": {
+                    "p50": round(_percentile(delays, 0.50), 3) if delays else None,
+                    "p99": round(_percentile(delays, 0.99), 3) if delays else None,
+                    "max": round(delays[-1], 3) if delays else None,
+                    "samples": len(delays),
+                },
             }
+
+    def _pending_count(self) -> int:
+        return super()._pending_count() + self._in_flight
 
     def _live_sources(self) -> Iterable[str]:
         return [r for r in self.regions if not self.faults.is_down(r)]
@@ -416,11 +553,17 @@ class GlobalTableReplicator(_PollingWorker):
     # The worker round -------------------------------------------------------------------
 
     def _tick(self) -> float:
+        self._more_to_read = False
+        self._records_read = 0
         for region in self.regions:
             if self._stop.is_set():
                 break
             self._poll_stream(region)
-        return self._deliver_due()
+        next_due = self._deliver_due()
+        if self._more_to_read:
+            return 0.0
+        # While records flow, look again sooner: detection is most of a delivery's delay.
+        return min(next_due, self.poll_interval / 4) if self._records_read else next_due
 
     def _poll_stream(self, region: str) -> None:
         state = self._streams[region]
@@ -479,7 +622,7 @@ class GlobalTableReplicator(_PollingWorker):
             start_shard = {"ExclusiveStartShardId": last}
 
     def _read_shard(self, region: str, state: _StreamState, shard_id: str, cursor: _ShardCursor) -> bool:
-        """Read a shard's new records into the queues; True when its end was reached."""
+        """Read a shard's new records; True when its end was reached."""
         if cursor.closed:
             return True
         streams = self._streams_client(region)
@@ -494,11 +637,12 @@ class GlobalTableReplicator(_PollingWorker):
                 StreamArn=state.stream_arn, ShardId=shard_id, **position
             )["ShardIterator"]
         for _ in range(_MAX_BATCHES_PER_POLL):
-            page = streams.get_records(ShardIterator=cursor.iterator, Limit=1000)
+            page = streams.get_records(ShardIterator=cursor.iterator, Limit=_RECORDS_PER_PAGE)
             records = page.get("Records", [])
             for record in records:
-                self._enqueue(region, record)
+                self._observe(region, record)
                 cursor.last_sequence = record["dynamodb"]["SequenceNumber"]
+            self._records_read += len(records)
             next_iterator = page.get("NextShardIterator")
             if next_iterator is None:
                 cursor.closed = True  # a split or disabled stream; nothing more to read
@@ -506,164 +650,265 @@ class GlobalTableReplicator(_PollingWorker):
             cursor.iterator = next_iterator
             if not records:
                 return True
+            if len(records) < _RECORDS_PER_PAGE:
+                # Most likely the end: the next poll confirms it (an empty page), rather
+                # than a call now that would cost as much as the records it returns.
+                return False
+        self._more_to_read = True
         return False
 
-    def _enqueue(self, source: str, record: dict[str, Any]) -> None:
-        change = record["dynamodb"]
-        event = record["eventName"]
-        keys: Item = change["Keys"]
-        new_image = change.get("NewImage") if event != "REMOVE" else None
-        echo = (source, _fingerprint(keys), _fingerprint(new_image))
-        if self._consume_echo(echo):
-            return
-        now_wall, now_mono = time.time(), time.monotonic()
-        written_at = _record_epoch(change.get("ApproximateCreationDateTime"), now_wall)
-        # Place the change on the monotonic clock so lag survives wall-clock jumps.
-        due_base = now_mono - max(0.0, now_wall - written_at)
-        with self._lock:
-            for target in self.regions:
-                if target == source:
-                    continue
-                self._queues[(source, target)].append(
-                    _Delivery(
-                        source=source,
-                        target=target,
-                        event=event,
-                        keys=keys,
-                        new_image=new_image,
-                        old_image=change.get("OldImage"),
-                        written_at=min(written_at, now_wall),
-                        due_base=due_base,
-                        sequence=change["SequenceNumber"],
-                    )
-                )
+    # Reading a stream record ------------------------------------------------------------
 
-    def _remember_echo(self, target: str, keys: Item, new_image: Item | None) -> None:
-        echo = (target, _fingerprint(keys), _fingerprint(new_image))
-        self._echoes[echo] = self._echoes.get(echo, 0) + 1
+    def _observe(self, region: str, record: dict[str, Any]) -> None:
+        """Take in one record of ``region``'s stream: our own write coming back, or a new
+        version written there, which is then queued for every other region."""
+        change = record["dynamodb"]
+        removed = record["eventName"] == "REMOVE"
+        keys: Item = change["Keys"]
+        image = None if removed else change.get("NewImage")
+        if not removed and image is None:
+            logger.error(
+                "ddb-replication record without NewImage table=%s region=%s: "
+                "the stream must be NEW_AND_OLD_IMAGES",
+                self.table_name,
+                region,
+            )
+            return
+        key = _fingerprint(keys)
+        state = self._items.get(key)
+        echo = self._take_echo((region, key, _fingerprint(image)))
+        if echo is not None and state is not None:
+            state.held[region] = _Held(echo, not removed)
+            awaiting = state.awaiting.get(region, [])
+            if echo in awaiting:
+                awaiting.remove(echo)
+        else:
+            self._new_version(region, keys, key, image, change)
+            state = self._items[key]
+        self._check_repair(state, region, key)
+
+    def _new_version(self, region: str, keys: Item, key: str, image: Item | None, change: Item) -> None:
+        now_wall, now_mono = time.time(), time.monotonic()
+        written_at = min(_record_epoch(change.get("ApproximateCreationDateTime"), now_wall), now_wall)
+        stamp = Stamp(int(written_at * 1000), region, int(change["SequenceNumber"]))
+        state = self._items.get(key)
+        held = state.held.get(region) if state is not None else None
+        if held is not None and stamp <= held.stamp:
+            # A write replaces what its region held just before it (stream order), so it
+            # is newer than that, even when the clock says the same millisecond.
+            stamp = Stamp(held.stamp.millis + 1, region, stamp.sequence)
+        version = _Version(stamp, image, written_at)
+        if state is None:
+            state = self._items[key] = _KeyState(keys, version)
+        elif stamp > state.winner.stamp:
+            state.winner = version
+        state.held[region] = _Held(stamp, image is not None)
+        state.accepted[region] = max(state.accepted.get(region, stamp), stamp)
+        base = now_mono - max(0.0, now_wall - written_at)  # the write, on the monotonic clock
+        lag, jitter = self.faults.replication_lag, self.faults.replication_jitter
+        for target in self.regions:
+            if target == region:
+                continue
+            offset = max(0.0, float(self._sample_delay(lag, jitter))) - lag
+            state.pending.add((target, stamp))
+            self._push(_Delivery(region, target, key, version, base, offset))
+
+    def _push(self, delivery: _Delivery) -> None:
+        entry = (delivery.due(self._queued_lag), next(self._counter), delivery)
+        with self._lock:
+            heapq.heappush(self._queues[(delivery.source, delivery.target)], entry)
+
+    def _take_echo(self, echo: tuple[str, str, str]) -> Stamp | None:
+        stamps = self._echoes.get(echo)
+        if not stamps:
+            return None
+        stamp = stamps.popleft()
+        if not stamps:
+            del self._echoes[echo]
+        with self._lock:
+            self._echoes_dropped += 1
+        return stamp
+
+    def _remember_echo(self, echo: tuple[str, str, str], stamp: Stamp) -> None:
+        self._echoes.setdefault(echo, deque()).append(stamp)
         self._echoes.move_to_end(echo)
         while len(self._echoes) > _MAX_REMEMBERED_ECHOES:
             self._echoes.popitem(last=False)
 
-    def _consume_echo(self, echo: tuple[str, str, str]) -> bool:
-        count = self._echoes.get(echo, 0)
-        if count == 0:
-            return False
-        if count == 1:
-            del self._echoes[echo]
-        else:
-            self._echoes[echo] = count - 1
-        with self._lock:
-            self._echoes_dropped += 1
-        return True
-
-    def _deliver_due(self) -> float:
-        """Deliver every due delivery; return seconds until the next one may be due."""
-        lanes = (
-            (f"{source}->{target}", source, target, queue, self._pair_backoff[(source, target)])
-            for (source, target), queue in self._queues.items()
-        )
-        return self._deliver_lanes(lanes, self._apply, lambda d: f"{self.table_name}:{_fingerprint(d.keys)}")
-
-    # Applying one change ----------------------------------------------------------------
-
-    def _apply(self, delivery: _Delivery) -> bool:
-        """Apply one change to the target replica; False when it was not needed."""
-        client = self._ddb(delivery.target)
-        current = client.get_item(TableName=self.table_name, Key=delivery.keys, ConsistentRead=True).get(
-            "Item"
-        )
-        if delivery.event == "REMOVE":
-            return self._apply_remove(client, delivery, current)
-        return self._apply_put(client, delivery, current)
-
-    def _apply_put(self, client: Any, delivery: _Delivery, current: Item | None) -> bool:
-        new = delivery.new_image
-        if new is None:
-            logger.error(
-                "ddb-replication record without NewImage table=%s source=%s key=%s: "
-                "the stream must be NEW_AND_OLD_IMAGES",
-                self.table_name,
-                delivery.source,
-                _fingerprint(delivery.keys),
-            )
-            return False
-        if current is not None and _fingerprint(current) == _fingerprint(new):
-            return False  # already there: the usual fate of a change coming back
-        updated_at = _string_attr(new, "updatedAt")
-        if updated_at is None:
-            client.put_item(TableName=self.table_name, Item=new)  # control record
-        else:
-            target_is_newer = (
-                current is not None
-                and _string_attr(current, "updatedAt") is not None
-                and _lww_order(current) >= _lww_order(new)
-            )
-            if target_is_newer:
-                return False
-            condition, names, values = self._newer_than_target(delivery.keys, new, current)
-            try:
-                client.put_item(
-                    TableName=self.table_name,
-                    Item=new,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
-            except client.exceptions.ConditionalCheckFailedException:
-                return False  # a newer local write landed after our read
-        self._remember_echo(delivery.target, delivery.keys, new)
-        self._mark_written()
-        return True
+    # Convergence ------------------------------------------------------------------------
 
     @staticmethod
-    def _newer_than_target(
-        keys: Item, new: Item, current: Item | None
-    ) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """Condition: the target item is absent, has no timestamp, or is older than ``new``."""
-        names = {"#key": next(iter(keys)), "#at": "updatedAt", "#rg": "updatedRegion"}
-        values: dict[str, Any] = {":at": new["updatedAt"]}
-        clauses = ["attribute_not_exists(#key)", "attribute_not_exists(#at)", "#at < :at"]
-        region = _string_attr(new, "updatedRegion")
-        if region:
-            values[":rg"] = {"S": region}
-            clauses.append("(#at = :at AND (attribute_not_exists(#rg) OR #rg < :rg))")
-        same_stamp = current is not None and (
-            _string_attr(current, "updatedAt"),
-            _string_attr(current, "updatedRegion"),
-        ) == (_string_attr(new, "updatedAt"), region)
-        if same_stamp:
-            # The whole-item comparison decided the tie; the guard can only re-check the stamp.
-            same_region = "#rg = :rg" if region else "attribute_not_exists(#rg)"
-            clauses.append(f"(#at = :at AND {same_region})")
-        return " OR ".join(clauses), names, values
+    def _holds_winner(state: _KeyState, region: str) -> bool:
+        held = state.held.get(region)
+        if state.winner.image is None:
+            return held is None or not held.present  # deleted, or never had it
+        return held is not None and held.stamp == state.winner.stamp
 
-    def _apply_remove(self, client: Any, delivery: _Delivery, current: Item | None) -> bool:
-        if current is None:
+    def _needs_repair(self, state: _KeyState, region: str) -> bool:
+        """True when ``region`` holds a version that lost and nothing on its way fixes it.
+
+        That happens when a delivery overwrote a newer local write the replicator had not
+        read yet (AWS applies a replicated write and its check atomically; the sandbox
+        writes through the API and notices the overwrite in the stream afterwards)."""
+        if self._holds_winner(state, region):
             return False
-        # A delete is as new as the version it removed, and at least as new as the time
-        # it happened; a target item written after that survives it.
-        deleted_at = max(
-            _string_attr(delivery.old_image, "updatedAt") or "", _iso_millis(delivery.written_at)
+        winner = state.winner.stamp
+        return winner not in state.awaiting.get(region, []) and (region, winner) not in state.pending
+
+    def _check_repair(self, state: _KeyState, region: str, key: str) -> None:
+        if region in state.repairing or not self._needs_repair(state, region):
+            return
+        state.repairing.add(region)
+        now = time.monotonic()
+        self._push(
+            _Delivery(state.winner.stamp.region, region, key, state.winner, now, -math.inf, repair=True)
         )
-        current_at = _string_attr(current, "updatedAt")
-        if current_at is not None and current_at > deleted_at:
-            return False
-        try:
-            client.delete_item(
-                TableName=self.table_name,
-                Key=delivery.keys,
-                ConditionExpression=(
-                    "attribute_exists(#key) AND (attribute_not_exists(#at) OR #at <= :deleted)"
-                ),
-                ExpressionAttributeNames={"#key": next(iter(delivery.keys)), "#at": "updatedAt"},
-                ExpressionAttributeValues={":deleted": {"S": deleted_at}},
+
+    # Delivering -------------------------------------------------------------------------
+
+    def _deliver_due(self) -> float:
+        """Deliver everything due to every reachable target; return seconds until more is due."""
+        if self.faults.replication_paused:
+            return self.poll_interval
+        lag = self.faults.replication_lag  # read now, so a new lag applies to the backlog
+        if lag != self._queued_lag:
+            self._requeue_for_lag(lag)
+        next_due = self.poll_interval
+        for target in self.regions:
+            if self._stop.is_set():
+                break
+            now = time.monotonic()
+            if self.faults.is_down(target) or not self._target_backoff[target].ready(now):
+                continue
+            due: list[tuple[float, int, _Delivery]] = []
+            with self._lock:
+                for (source, lane_target), lane in self._queues.items():
+                    if lane_target != target or not lane:
+                        continue
+                    if source != target and (
+                        self.faults.is_down(source) or self.faults.is_partitioned(source, target)
+                    ):
+                        continue
+                    while lane and lane[0][0] <= now and len(due) < _MAX_DELIVERIES_PER_ROUND:
+                        due.append(heapq.heappop(lane))
+                    if lane:
+                        next_due = min(next_due, max(0.0, lane[0][0] - now))
+                self._in_flight += len(due)
+            if due:
+                due.sort()
+                self._deliver(target, [delivery for _, _, delivery in due])
+        return next_due
+
+    def _requeue_for_lag(self, lag: float) -> None:
+        with self._lock:
+            for lane in self._queues.values():
+                lane[:] = [(d.due(lag), n, d) for _, n, d in lane]
+                heapq.heapify(lane)
+            self._queued_lag = lag
+
+    def _deliver(self, target: str, deliveries: list[_Delivery]) -> None:
+        """Apply due deliveries to one target: last writer wins, newest version per key."""
+        staged: dict[str, tuple[_Delivery, _Version]] = {}
+        skipped = 0
+        for delivery in deliveries:
+            state = self._items[delivery.key]
+            if delivery.repair:
+                state.repairing.discard(target)
+                if not self._needs_repair(state, target):
+                    skipped += 1
+                    continue
+                version = state.winner
+            else:
+                state.pending.discard((target, delivery.version.stamp))
+                version = delivery.version
+                floor = state.accepted.get(target)
+                if floor is not None and version.stamp <= floor:
+                    skipped += 1  # the target has, or had, a newer version: it wins
+                    continue
+            previous = staged.get(delivery.key)
+            if previous is not None:
+                if previous[1].stamp >= version.stamp:
+                    skipped += 1
+                    continue
+                skipped += 1  # the older one is superseded in this same round
+            staged[delivery.key] = (delivery, version)
+        with self._lock:
+            self._skipped += skipped
+            self._in_flight -= len(deliveries) - len(staged)
+        puts = [s for s in staged.values() if s[1].image is not None]
+        deletes = [s for s in staged.values() if s[1].image is None]
+        chunks = [puts[i : i + _BATCH_WRITE_LIMIT] for i in range(0, len(puts), _BATCH_WRITE_LIMIT)]
+        chunks += [[d] for d in deletes]
+        for number, chunk in enumerate(chunks):
+            try:
+                written = self._write(target, chunk)
+            except _AWS_ERRORS as error:
+                rest = [s for c in chunks[number:] for s in c]
+                self._requeue(target, rest, error)
+                return
+            self._target_backoff[target].succeeded()
+            self._written(target, chunk, written)
+
+    def _write(self, target: str, chunk: list[tuple[_Delivery, _Version]]) -> list[bool]:
+        """Write one chunk; per entry, whether the target's stream will show it."""
+        client = self._ddb(target)
+        if chunk[0][1].image is None:
+            delivery, _ = chunk[0]
+            keys = self._items[delivery.key].keys
+            old = client.delete_item(TableName=self.table_name, Key=keys, ReturnValues="ALL_OLD")
+            return ["Attributes" in old]  # nothing to delete: no record, the delete still counts
+        requests = [{"PutRequest": {"Item": version.image}} for _, version in chunk]
+        unprocessed = client.batch_write_item(RequestItems={self.table_name: requests}).get(
+            "UnprocessedItems", {}
+        )
+        if unprocessed.get(self.table_name):
+            raise ClientError(
+                {"Error": {"Code": "UnprocessedItems", "Message": "BatchWriteItem left items unprocessed"}},
+                "BatchWriteItem",
             )
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        self._remember_echo(delivery.target, delivery.keys, None)
+        return [True] * len(chunk)
+
+    def _written(self, target: str, chunk: list[tuple[_Delivery, _Version]], echoes: list[bool]) -> None:
+        applied_at = time.time()
+        for (delivery, version), echoed in zip(chunk, echoes, strict=True):
+            state = self._items[delivery.key]
+            stamp = version.stamp
+            if echoed:
+                self._remember_echo((target, delivery.key, _fingerprint(version.image)), stamp)
+                state.awaiting.setdefault(target, []).append(stamp)
+            state.accepted[target] = max(state.accepted.get(target, stamp), stamp)
+            with self._lock:
+                self._in_flight -= 1
+                self._applied += 1
+                if delivery.repair:
+                    self._repairs += 1
+                else:
+                    delay = max(0.0, applied_at - version.written_at)
+                    self._delays.append(delay)
+                    self._last_delay[f"{delivery.source}->{target}"] = round(delay, 3)
         self._mark_written()
-        return True
+
+    def _requeue(self, target: str, staged: list[tuple[_Delivery, _Version]], error: Exception) -> None:
+        self._errors += 1
+        delay = self._target_backoff[target].failed(time.monotonic())
+        logger.warning(
+            "ddb-replication delivery failed table=%s region=%s items=%d error=%s detail=%s retry_in=%.2fs",
+            self.table_name,
+            target,
+            len(staged),
+            _error_code(error),
+            error,
+            delay,
+        )
+        for delivery, _ in staged:
+            state = self._items[delivery.key]
+            if delivery.repair:
+                state.repairing.add(target)
+            else:
+                state.pending.add((target, delivery.version.stamp))
+            with self._lock:
+                self._in_flight -= 1
+            self._push(delivery)
 
 
 def _streams_client_like(ddb: Any) -> Any:
