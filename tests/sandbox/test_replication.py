@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -494,7 +495,9 @@ def test_replication_keeps_up_with_a_burst_of_writes(
     assert delays["p99"] <= lag + jitter + 0.5
 
 
-def test_a_stream_mapping_and_the_replicator_both_see_every_record(faults: FaultState) -> None:
+def test_a_stream_mapping_and_the_replicator_both_see_every_record(
+    faults: FaultState, tmp_path: Path
+) -> None:
     # moto alone empties the stream after each delivery to a mapping: the replicator
     # would then miss those writes and sequence numbers would restart.
     # moto's state is one per process, shared with other tests' servers: unique names.
@@ -525,7 +528,7 @@ def test_a_stream_mapping_and_the_replicator_both_see_every_record(faults: Fault
                 function["FunctionArn"],
                 Path(__file__).parent / "fixtures" / "echo",
                 "recorder.lambda_handler",
-                {},
+                {"EVENTS_FILE": str(tmp_path / "events.jsonl")},
                 10,
                 128,
             )
@@ -546,7 +549,7 @@ def test_a_stream_mapping_and_the_replicator_both_see_every_record(faults: Fault
         finally:
             rep.stop()
         replicated = [get(clients[SECONDARY], table, name) for name in names]
-        events = runtime.find(PRIMARY, function_name).module.EVENTS  # type: ignore[union-attr]
+        events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
         mapped = [r["dynamodb"]["Keys"]["pk"]["S"] for e in events for r in e["Records"]]
         streams = cloud.client("dynamodbstreams", PRIMARY)
         shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
@@ -558,6 +561,7 @@ def test_a_stream_mapping_and_the_replicator_both_see_every_record(faults: Fault
             for r in streams.get_records(ShardIterator=iterator)["Records"]
         ]
     finally:
+        runtime.stop()
         cloud.stop()
     assert mapped == names  # each record once, in order
     assert [item and item["n"]["S"] for item in replicated] == names
