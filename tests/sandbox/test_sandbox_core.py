@@ -72,15 +72,21 @@ def test_each_invocation_sees_its_own_functions_environment(runtime: Runtime) ->
     assert all(0 < s["remaining"] <= 7000 for s in seen)
 
 
-def test_concurrent_invocations_run_at_once_in_separate_containers(runtime: Runtime) -> None:
+def test_concurrent_invocations_run_at_once_in_separate_containers(runtime: Runtime, tmp_path: Path) -> None:
     region = REGIONS[0]
-    first = invoke_all(runtime, [(region, {"sleep": 1.0}) for _ in range(4)])
+    # Each invocation waits inside the handler until all four are there: only
+    # invocations that really run at the same time can all meet.
+    rendezvous = {"rendezvous": {"dir": str(tmp_path), "count": 4}}
+    first = invoke_all(runtime, [(region, rendezvous) for _ in range(4)])
 
+    assert [s["met"] for s in first] == [True] * 4
     assert len({s["container"] for s in first}) == 4  # four containers, four processes
     assert len({s["pid"] for s in first}) == 4 and os.getpid() not in {s["pid"] for s in first}
-    assert max(s["started"] for s in first) < min(s["ended"] for s in first)  # they overlapped
     # Warm containers are reused and keep their own module state.
-    second = invoke_all(runtime, [(region, {"sleep": 0.5}) for _ in range(4)])
+    (again := tmp_path / "again").mkdir()
+    second = invoke_all(
+        runtime, [(region, {"rendezvous": {"dir": str(again), "count": 4}}) for _ in range(4)]
+    )
     assert {s["container"] for s in second} == {s["container"] for s in first}
     counts = {s["container"]: s["invocations"] for s in second}
     assert all(count >= 2 for count in counts.values())
@@ -122,7 +128,7 @@ def test_a_timed_out_invocation_gets_lambdas_error_while_its_write_still_lands(
 ) -> None:
     cloud, faults, runtime = cloud_runtime
     region = REGIONS[0]
-    runtime.register(echo_spec(region, timeout=1))
+    runtime.register(echo_spec(region, timeout=2))
     ddb = cloud.client("dynamodb", region)
     ddb.create_table(
         TableName="timeout-test",
@@ -130,15 +136,16 @@ def test_a_timed_out_invocation_gets_lambdas_error_while_its_write_still_lands(
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    runtime.invoke(region, "EchoFunction", {})  # warm: the import is not what times out
-    faults.set_latency(region, "dynamodb", 2.0)  # the write is in flight past the deadline
+    # Warm: neither the import nor making a client is what times out.
+    assert body(runtime.invoke(region, "EchoFunction", {"reach": region}))["reached"] == "ok"
+    faults.set_latency(region, "dynamodb", 4.0)  # the write is in flight past the deadline
 
     with pytest.raises(FunctionError) as raised:
         runtime.invoke(region, "EchoFunction", {"table": "timeout-test", "put": {"pk": {"S": "in-flight"}}})
 
     assert raised.value.timed_out
     assert raised.value.payload["errorType"] == "Sandbox.Timedout"
-    assert "Task timed out after 1.00 seconds" in raised.value.payload["errorMessage"]
+    assert "Task timed out after 2.00 seconds" in raised.value.payload["errorMessage"]
     faults.set_latency(region, "dynamodb", 0)  # later calls are fast; the held write is still held
     assert "Item" not in ddb.get_item(TableName="timeout-test", Key={"pk": {"S": "in-flight"}})  # not yet
     deadline = time.monotonic() + 10
