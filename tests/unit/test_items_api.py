@@ -8,8 +8,10 @@ import uuid
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from functions.items_api import app
+from multiregion.items import ItemRepository
 from tests.support.cfn import load_event
 from tests.support.responses import body, header
 from tests.unit.conftest import REGION
@@ -182,6 +184,8 @@ def test_list_pages_with_an_opaque_cursor(table: Any, lambda_context: Any) -> No
         ("create-not-an-object.json", 422, "ValidationError"),
         ("get-bad-id.json", 422, "ValidationError"),
         ("list-bad-cursor.json", 400, "BadRequest"),
+        ("list-foreign-cursor.json", 400, "BadRequest"),
+        ("replace-superscript-if-match.json", 400, "BadRequest"),
         ("list-bad-limit.json", 422, "ValidationError"),
         ("list-limit-not-a-number.json", 422, "ValidationError"),
         ("unknown-route.json", 404, "NotFound"),
@@ -223,3 +227,40 @@ def test_every_sample_event_gets_a_json_answer_naming_the_region(table: Any, lam
         assert response["statusCode"] < 500, (event_file, response["body"])
         assert header(response, "X-Served-Region") == REGION, event_file
         assert body(response)["region"] == REGION, event_file
+
+
+@pytest.mark.parametrize(
+    ("code", "reasons"),
+    [
+        ("ProvisionedThroughputExceededException", None),
+        ("ThrottlingException", None),
+        ("TransactionCanceledException", [{"Code": "ThrottlingError"}, {"Code": "None"}]),
+    ],
+)
+def test_throttling_is_a_503_to_retry_not_a_502(
+    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch, code: str, reasons: Any
+) -> None:
+    response: dict[str, Any] = {"Error": {"Code": code, "Message": "slow down"}}
+    if reasons is not None:
+        response["CancellationReasons"] = reasons
+
+    def throttled(*args: Any, **kwargs: Any) -> None:
+        raise ClientError(response, "PutItem")
+
+    monkeypatch.setattr(ItemRepository, "create", throttled)
+    answer = invoke(load_event("items_api/create.json"), lambda_context)
+
+    assert answer["statusCode"] == 503
+    assert body(answer)["code"] == "ServiceUnavailable"
+    assert header(answer, "Retry-After") == "1"
+
+
+def test_other_aws_errors_are_not_disguised_as_throttling(
+    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "bad"}}, "PutItem")
+
+    monkeypatch.setattr(ItemRepository, "create", broken)
+    with pytest.raises(ClientError):  # Lambda reports it; API Gateway answers 502
+        invoke(load_event("items_api/create.json"), lambda_context)

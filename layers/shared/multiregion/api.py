@@ -17,12 +17,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
 
+from multiregion.aws import describe_error, error_code
 from multiregion.errors import (
     AppError,
     BadRequestError,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UnsupportedMediaTypeError,
 )
 from multiregion.settings import get_settings
@@ -98,6 +101,35 @@ def _validation_error(error: RequestValidationError) -> Response:
     )
 
 
+# DynamoDB's answers to "too much, too fast": the client should come back shortly.
+_THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+THROTTLED_RETRY_AFTER_SECONDS = 1
+
+
+def is_throttling(error: ClientError) -> bool:
+    """A throttled request, including a transaction cancelled only for throttling."""
+    code = error_code(error)
+    if code == "TransactionCanceledException":
+        reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+        return "ThrottlingError" in reasons and set(reasons) <= {"ThrottlingError", "None", None}
+    return code in _THROTTLING_CODES
+
+
+def _aws_error(error: ClientError) -> Response:
+    """Throttling is a 503 the client can retry; any other AWS error stays a failure (502)."""
+    if not is_throttling(error):
+        raise error
+    logger.warning("throttled by AWS", extra={"error": describe_error(error)})
+    return error_response(
+        ServiceUnavailableError(
+            "this region is busy: retry shortly",
+            headers={"Retry-After": str(THROTTLED_RETRY_AFTER_SECONDS)},
+        )
+    )
+
+
 class RegionalResolver(APIGatewayRestResolver):
     """APIGatewayRestResolver with request validation, JSON errors and a body guard."""
 
@@ -105,6 +137,7 @@ class RegionalResolver(APIGatewayRestResolver):
         super().__init__(enable_validation=True)
         self.exception_handler(AppError)(error_response)
         self.exception_handler(RequestValidationError)(_validation_error)
+        self.exception_handler(ClientError)(_aws_error)
         self.not_found(self._route_not_found)
 
     def _route_not_found(self, _: RouteNotFound) -> Response:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from multiregion.aws import is_condition_failure
 from multiregion.clock import utc_now_iso
 from multiregion.cursor import decode_cursor, encode_cursor
-from multiregion.errors import NotFoundError, VersionConflictError
+from multiregion.errors import BadRequestError, NotFoundError, VersionConflictError
 
 ITEM_ID_PATTERN = r"^[0-9a-f]{32}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -32,6 +32,7 @@ _ITEM_ID = re.compile(ITEM_ID_PATTERN)
 ITEM_KIND = "ITEM"
 LIST_INDEX = "GSI1"
 _LIST_KEY_FIELDS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk"})
+_VERSION = re.compile(r"[0-9]{1,18}")
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=2000)]
@@ -181,7 +182,7 @@ class ItemRepository:
             "Limit": limit,
         }
         if cursor:
-            query["ExclusiveStartKey"] = decode_cursor(cursor, _LIST_KEY_FIELDS)
+            query["ExclusiveStartKey"] = _list_cursor(cursor)
         response = self._table.query(**query)
         items = [_from_record(record) for record in response.get("Items", [])]
         last_key = response.get("LastEvaluatedKey")
@@ -195,6 +196,15 @@ class ItemRepository:
             details={"currentVersion": current.version, "updatedRegion": current.updatedRegion},
             headers={"ETag": etag(current.version)},
         )
+
+
+def _list_cursor(cursor: str) -> dict[str, str]:
+    """The list's start key; a key from another partition is refused here, because DynamoDB
+    answers it with a ValidationException (a 502), where moto accepts it."""
+    key = decode_cursor(cursor, _LIST_KEY_FIELDS)
+    if key["gsi1pk"] != ITEM_KIND or key["sk"] != ITEM_KIND or not key["pk"].startswith(f"{ITEM_KIND}#"):
+        raise BadRequestError("cursor is not valid: pass back the nextCursor of a previous page unchanged")
+    return key
 
 
 def is_idempotency_key(value: str) -> bool:
@@ -212,4 +222,5 @@ def parse_if_match(value: str) -> int | None:
         return None  # weak validators cannot guard a write (RFC 9110 13.1.1)
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    return int(value) if value.isdigit() and len(value) <= 18 else None
+    # ASCII digits only: str.isdigit also accepts "²" and other digits int() refuses.
+    return int(value) if _VERSION.fullmatch(value) else None
