@@ -145,6 +145,11 @@ def _resource(step: FaultStep) -> str:
     return step.regions[0] if len(step.regions) == 1 else step.kind
 
 
+def mode_of(seed: int) -> Mode:
+    """The seed's mode: the first draw of its generator (what `plan` draws first)."""
+    return random.Random(seed).choice(MODES)
+
+
 def plan(seed: int, primary: str, secondary: str, profile: Profile | None = None) -> SeedPlan:
     profile = profile or Profile()
     window = profile.fault_window

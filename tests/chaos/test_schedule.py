@@ -72,3 +72,9 @@ def test_each_fault_has_a_heal_command_that_ends_it() -> None:
             assert command == heals.get(fault.kind, "heal")
             if fault.kind in ("replication-jitter", "function-timeout"):
                 assert args[-1] == "0"
+
+
+def test_the_mode_is_known_before_the_plan_is_drawn() -> None:
+    from chaos.schedule import mode_of
+
+    assert all(mode_of(seed) == plan(seed, P, S).mode for seed in SEEDS)
