@@ -19,13 +19,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from chaos.history import Attempt, FaultRecord, History, StateChange, StoredItem, WorkflowRecord
+from chaos.history import Attempt, FaultRecord, History, Profile, StateChange, StoredItem, WorkflowRecord
 
 MAX_EXAMPLES = 3
 # Faults that make the API itself fail (a 5xx); partitions, health checks and
 # replication faults do not touch the request path.
 FAULTS_CAUSING_5XX = frozenset({"region-down", "api-down", "function-timeout", "throttle"})
 GENERIC_ERRORS = frozenset({"", "States.Runtime"})
+MAX_REPLICATION_JITTER = 3.0  # the largest jitter a schedule injects
 
 
 class Violation(BaseModel):
@@ -415,12 +416,37 @@ def _fault_explains(fault: FaultRecord, attempt: Attempt, grace: float) -> bool:
     return fault.active(attempt.start, attempt.end, grace)
 
 
-def _fencing_explains(changes: list[StateChange], attempt: Attempt, ttl: float) -> bool:
-    """A refusal by fencing is explained by a state, in effect within one cache TTL of
-    the request, that did not let this region write."""
-    start = attempt.start - ttl - 1.0
-    window = [_effective(changes, start), *(c for c in changes if start < c.at <= attempt.end)]
-    return any(attempt.region is None or attempt.region not in c.writers for c in window)
+REPLICATION_FAULTS = frozenset({"region-down", "partition", "replication-pause"})
+
+
+def _arrival(change: StateChange, region: str, faults: list[FaultRecord], profile: Profile) -> float:
+    """When a state change reached `region`'s replica at the latest: at once where it was
+    written (or copied), else after replication, later if a fault held replication up."""
+    if change.region == region:
+        return change.at
+    slack = profile.replication_lag + MAX_REPLICATION_JITTER + 1.0
+    arrival = change.at + slack
+    for fault in faults:
+        if fault.kind in REPLICATION_FAULTS and fault.active(change.at, arrival):
+            arrival = max(arrival, (fault.end or float("inf")) + slack)
+    return arrival
+
+
+def _fencing_explains(
+    changes: list[StateChange], attempt: Attempt, faults: list[FaultRecord], profile: Profile
+) -> bool:
+    """A refusal by fencing is explained by a state that did not let this region write and
+    that this region's replica may still have held (within a cache TTL of the request)."""
+    if attempt.region is None:
+        return True
+    start = attempt.start - profile.state_cache_ttl - 1.0
+    for index, change in enumerate(changes):
+        if attempt.region in change.writers or change.at > attempt.end:
+            continue
+        successor = changes[index + 1] if index + 1 < len(changes) else None
+        if successor is None or _arrival(successor, attempt.region, faults, profile) >= start:
+            return True
+    return False
 
 
 def no_unexplained_5xx(history: History) -> list[Violation]:
@@ -432,7 +458,7 @@ def no_unexplained_5xx(history: History) -> list[Violation]:
         if attempt.status is None or attempt.status < 500:
             continue
         if attempt.fenced:
-            if _fencing_explains(changes, attempt, profile.state_cache_ttl):
+            if _fencing_explains(changes, attempt, history.faults, profile):
                 continue
         elif any(_fault_explains(f, attempt, grace) for f in history.faults):
             continue

@@ -231,3 +231,16 @@ def test_the_evidence_is_a_short_slice() -> None:
 
     assert len(violation.evidence["answers"]) == 3
     assert "20 5xx" in violation.summary
+
+
+def test_i6_a_refusal_from_a_replica_that_had_not_yet_heard_of_the_unfence_is_explained() -> None:
+    b = Builder()
+    b.change(1, "FENCED", [], 10.0)
+    b.change(2, "ACTIVE", [P], 12.0)  # written in S; P was down and heard of it late
+    b.audit[-1].region = S
+    b.fault("region-down", 11.0, 15.0, P)
+    b.attempt("create", 16.0, P, 503, error="WriteFenced", token="t1")
+
+    assert check(b.build()).violations == []
+    b.attempts[-1] = b.attempts[-1].model_copy(update={"start": 40.0, "end": 40.1})
+    assert check(b.build()).invariants() == ["I6"]
