@@ -14,55 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from chaos.history import Mode, Profile
-from chaos.report import line, load_known, summary
-from chaos.runner import SeedOutcome, run_seed
-from chaos.schedule import mode_of
-from tests.support.target import SandboxProcess, Target
+from chaos.history import Profile
+from chaos.report import load_known, summary
+from chaos.series import ROOT, run
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "chaos.json"
-HISTORIES = ROOT / ".sandbox" / "chaos"
-
-
-@contextmanager
-def sandbox(mode: Mode, profile: Profile) -> Iterator[Target]:
-    with tempfile.TemporaryDirectory(prefix=f"chaos-{mode}-") as workdir:
-        process = SandboxProcess(Path(workdir), profile.sandbox_args(mode))
-        target = process.start()
-        try:
-            yield target
-        finally:
-            process.stop()
-
-
-def run(
-    seeds: list[int], profile: Profile, clients: int, direct: int, histories: Path | None = HISTORIES
-) -> list[SeedOutcome]:
-    """Every seed, one sandbox per mode; a line per seed as it finishes."""
-    known = load_known()
-    outcomes: list[SeedOutcome] = []
-    order = sorted(seeds, key=lambda s: (mode_of(s) != "active-passive", seeds.index(s)))
-    for mode in ("active-passive", "active-active"):
-        batch = [s for s in order if mode_of(s) == mode]
-        if not batch:
-            continue
-        with sandbox(mode, profile) as target:
-            for seed in batch:
-                outcome = run_seed(seed, target, mode, profile, clients, direct)
-                outcomes.append(outcome)
-                print(line(len(outcomes), len(seeds), outcome, known), flush=True)
-                if histories is not None and not outcome.verdict.passed:
-                    histories.mkdir(parents=True, exist_ok=True)
-                    path = histories / f"seed-{seed}-{len(outcomes)}.json"
-                    path.write_text(outcome.history.model_dump_json(indent=1))
-    return outcomes
 
 
 def main(argv: list[str] | None = None) -> int:

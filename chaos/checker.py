@@ -57,7 +57,7 @@ def check(history: History) -> Verdict:
     violations = [
         *nothing_lost(history, fates),
         *one_writer(history),
-        *no_lost_update(history, overwrites),
+        *no_lost_update(history, fates),
         *no_stuck_state(history),
         *workflows_end(history),
         *no_unexplained_5xx(history),
@@ -173,28 +173,31 @@ def _reflected(write: Attempt, stored: StoredItem | None, writes: _Writes) -> bo
 
 
 def _overwriter(write: Attempt, stored: StoredItem | None, writes: _Writes) -> Attempt | None:
-    """The write from another region, built without seeing `write`, that the final state
-    rests on (or that deleted the item): last writer wins at work."""
+    """The write, built without seeing `write`, that the final state rests on (or that
+    deleted the item): where the final state's history branched off this write."""
     if stored is not None:
         candidates = writes.lineage(stored.token)
     else:
         candidates = [x for d in writes.deletes(write.item) for x in [d, *writes.lineage(d.base_token)]]
     ancestors = {w.op for w in writes.lineage(write.base_token)}
-    # Oldest first: the write where the final state's history branched off this one.
+    # Oldest first: the first write after the branch point.
     for candidate in reversed(candidates):
         if candidate.op == write.op or candidate.op in ancestors:
             continue
-        other_region = candidate.region is None or write.region is None or candidate.region != write.region
-        seen = any(w.op == write.op for w in writes.lineage(candidate.base_token))
-        if other_region and not seen:
+        if not any(w.op == write.op for w in writes.lineage(candidate.base_token)):
             return candidate
     return None
+
+
+def _cross_region(a: Attempt, b: Attempt) -> bool:
+    return a.region is None or b.region is None or a.region != b.region
 
 
 def write_fates(history: History) -> list[dict[str, Any]]:
     """Each acknowledged write that some region does not reflect, and why: `at-risk`
     (a workflow reported it), `overwritten` (by another region's write that had not
-    seen it) or `lost` (nothing explains it)."""
+    seen it: last writer wins), `lost-update` (by a write in the same region that had
+    not seen it: its If-Match did not hold) or `lost` (nothing explains it)."""
     writes = _Writes(history)
     reports = _at_risk(history)
     fates = []
@@ -212,10 +215,12 @@ def write_fates(history: History) -> list[dict[str, Any]]:
         culprit = _overwriter(write, stored, writes)
         if _reported_at_risk(write, reports):
             fate = "at-risk"
-        elif culprit is not None:
+        elif culprit is None:
+            fate = "lost"
+        elif _cross_region(write, culprit):
             fate = "overwritten"
         else:
-            fate = "lost"
+            fate = "lost-update"  # within one region: the conditional write did not hold
         fates.append(
             {
                 "fate": fate,
@@ -269,21 +274,23 @@ def _divergence(history: History) -> list[dict[str, Any]]:
     return divergent
 
 
-def no_lost_update(history: History, overwrites: list[dict[str, Any]]) -> list[Violation]:
-    """Active-passive: an overwrite by a write that had not seen an acknowledged one is a
-    lost update. Active-active: last writer wins by design; counted in the verdict."""
-    if history.mode != "active-passive" or not overwrites:
+def no_lost_update(history: History, fates: list[dict[str, Any]]) -> list[Violation]:
+    """An acknowledged write overwritten by a write that had not seen it. Within one
+    region that is always a lost update (If-Match must hold). Across regions it is one
+    in active-passive; in active-active last writer wins by design (counted instead)."""
+    kinds = {"lost-update", "overwritten"} if history.mode == "active-passive" else {"lost-update"}
+    lost = [f for f in fates if f["fate"] in kinds]
+    if not lost:
         return []
+    first = lost[0]["write"]
     return [
         Violation(
             invariant="I3",
-            summary=f"{len(overwrites)} acknowledged write(s) overwritten by another region's write "
-            "that had not seen them",
+            summary=f"{len(lost)} acknowledged write(s) overwritten by a write that had not seen them "
+            f"({sum(1 for f in lost if f['fate'] == 'lost-update')} within one region)",
             evidence={
-                "overwritten": overwrites[:MAX_EXAMPLES],
-                "faults": _faults_around(
-                    history, overwrites[0]["write"]["start"], overwrites[0]["write"]["end"], 5.0
-                ),
+                "overwritten": lost[:MAX_EXAMPLES],
+                "faults": _faults_around(history, first["start"], first["end"], 5.0),
             },
         )
     ]

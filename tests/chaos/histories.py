@@ -37,9 +37,7 @@ class Builder:
             "op": kw.pop("op", f"op{self._ops}"),
             "client": kw.pop("client", "c0"),
             "kind": kind,
-            "method": {"create": "POST", "probe": "POST", "update": "PUT", "delete": "DELETE"}.get(
-                kind, "GET"
-            ),
+            "method": METHODS.get(kind, "GET"),
             "via": kw.pop("via", "global"),
             "start": at,
             "end": at + kw.pop("took", 0.05),
@@ -80,7 +78,7 @@ class Builder:
             item=kw.pop("item", ITEM),
             token=token,
             base_token=base,
-            if_match=version - 1,
+            if_match=kw.pop("if_match", version - 1),
             version=version,
             epoch=kw.pop("epoch", 0),
             **kw,

@@ -244,3 +244,18 @@ def test_i6_a_refusal_from_a_replica_that_had_not_yet_heard_of_the_unfence_is_ex
     assert check(b.build()).violations == []
     b.attempts[-1] = b.attempts[-1].model_copy(update={"start": 40.0, "end": 40.1})
     assert check(b.build()).invariants() == ["I6"]
+
+
+def test_i3_two_updates_on_one_version_accepted_in_one_region_is_a_lost_update_in_any_mode() -> None:
+    for mode in ("active-passive", "active-active"):
+        b = Builder(mode)  # type: ignore[arg-type]
+        b.create(1.0, "t1")
+        b.update(2.0, "a2", base="t1", version=2)
+        b.update(2.0, "b2", base="t1", version=3, if_match=1)  # If-Match 1 too, yet applied after a2
+        b.stored("b2", 3)
+
+        verdict = check(b.build())
+
+        assert verdict.invariants() == ["I3"], mode
+        assert verdict.violations[0].evidence["overwritten"][0]["fate"] == "lost-update"
+        assert verdict.overwrites == 0

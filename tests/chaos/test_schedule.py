@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from chaos.history import Profile
-from chaos.schedule import FAULT_KINDS, plan
+from chaos.schedule import FAULT_KINDS, mode_of, plan
 
 P, S = "ca-central-1", "us-west-2"
 SEEDS = range(1, 201)
@@ -75,6 +75,4 @@ def test_each_fault_has_a_heal_command_that_ends_it() -> None:
 
 
 def test_the_mode_is_known_before_the_plan_is_drawn() -> None:
-    from chaos.schedule import mode_of
-
     assert all(mode_of(seed) == plan(seed, P, S).mode for seed in SEEDS)
