@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from chaos.history import Profile
-from chaos.report import load_known, summary
+from chaos.report import load_known, record_known, summary
 from chaos.series import ROOT, run
 
 RESULT = ROOT / "bench" / "results" / "chaos.json"
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--direct", type=int, default=2, help="clients that go straight to a region")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument(
+        "--record-known", action="store_true", help="add this run's new failures to chaos/known_failures.json"
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or not 0 <= args.direct <= args.clients or args.repeat < 1:
         parser.error("need --clients >= 1, 0 <= --direct <= --clients, --repeat >= 1")
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(result['unknownFailures'])} unknown; {result['acknowledged']} writes acknowledged; "
         f"{result['seconds']} s -> {args.out}"
     )
+    if args.record_known:
+        print(f"{record_known(result['failed'])} failure(s) added to chaos/known_failures.json")
+        return 0
     for fixed in result["knownFailuresNowPassing"]:
         print(f"known failure no longer fails: seed {fixed['seed']} {fixed['invariant']} ({fixed['reason']})")
     return 1 if result["unknownFailures"] else 0

@@ -27,6 +27,44 @@ def load_known(path: Path = KNOWN_FAILURES) -> list[KnownFailure]:
     return [KnownFailure.model_validate(k) for k in json.loads(path.read_text())["failures"]]
 
 
+def cause(invariant: str, evidence: dict[str, Any]) -> str:
+    """A short reason for a violation, from its evidence (for the known-failures file)."""
+    fates = {f["fate"] for key in ("lost", "overwritten") for f in evidence.get(key, [])}
+    if invariant == "I3" and "lost-update" in fates:
+        return (
+            "sandbox DynamoDB (moto behind a threaded server): two writes with If-Match on one "
+            "version both accepted in one region (the condition check is not atomic); intermittent"
+        )
+    if invariant == "I3":
+        return "a write from the other region, made without seeing an acknowledged one, replaced it"
+    if invariant == "I1" and "items" in evidence:
+        return (
+            "sandbox replication: replicas still disagree after settling (a delete racing a write "
+            "from the other region, or a write held by a latency fault landing late); intermittent"
+        )
+    if invariant == "I1":
+        return "an acknowledged write is not in every replica after settling and no workflow reported it"
+    if invariant == "I2":
+        return (
+            "the old writer kept acknowledging writes after the takeover promoted (it never heard the fence)"
+        )
+    return "see the evidence in bench/results/chaos.json"
+
+
+def record_known(failed: list[dict[str, Any]], path: Path = KNOWN_FAILURES) -> int:
+    """Add this run's unknown failures to the known-failures file; returns how many."""
+    known = load_known(path)
+    added = 0
+    for failure in failed:
+        if not is_known(failure["seed"], failure["invariant"], known):
+            reason = cause(failure["invariant"], failure["evidence"])
+            known.append(KnownFailure(seed=failure["seed"], invariant=failure["invariant"], reason=reason))
+            added += 1
+    known.sort(key=lambda k: (k.seed, k.invariant))
+    path.write_text(json.dumps({"failures": [k.model_dump() for k in known]}, indent=2) + "\n")
+    return added
+
+
 def is_known(seed: int, invariant: str, known: list[KnownFailure]) -> bool:
     return any(k.seed == seed and k.invariant == invariant for k in known)
 
@@ -60,6 +98,7 @@ def summary(
                     "invariant": violation.invariant,
                     "known": is_known(outcome.history.seed, violation.invariant, known),
                     "summary": violation.summary,
+                    "cause": cause(violation.invariant, violation.evidence),
                     "evidence": violation.evidence,
                 }
             )
