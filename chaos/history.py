@@ -30,7 +30,7 @@ class Profile(BaseModel):
     health_interval: float = 0.5
     health_threshold: int = 2
     replication_lag: float = 0.2
-    fault_window: float = 20.0  # every fault starts and heals within it
+    fault_window: float = 24.0  # every fault starts and heals within it
     client_timeout: float = 6.0
 
     @property

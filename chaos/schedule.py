@@ -50,7 +50,7 @@ MODES: tuple[Mode, ...] = ("active-passive", "active-active")
 THROTTLED_SERVICES = ("dynamodb", "lambda")
 Command = tuple[str, list[str]]
 LATEST_START = 12.0  # seconds: faults start before this
-PARTITION_LONGEST = 18.0
+PARTITION_LONGEST = 20.0
 
 
 class FaultStep(BaseModel):
@@ -120,7 +120,7 @@ def _fault(
     rng: random.Random, kind: FaultKind, primary: str, secondary: str, window: float, profile: Profile
 ):
     at = round(rng.uniform(0.5, LATEST_START), 2)
-    # A partition may outlast a forced failover (~17 s: each call across it waits out
+    # A partition may outlast a forced failover (16-17 s: each call across it waits out
     # its connect timeouts), so that the takeover completes while it holds.
     longest = PARTITION_LONGEST if kind == "partition" else 8.0
     until = round(min(at + rng.uniform(2.0, longest), window), 2)
