@@ -19,9 +19,9 @@ from chaos.report import load_known, summary
 from chaos.schedule import mode_of
 from chaos.series import run
 
-# One mode, so one sandbox: a partition with a forced failover and a failback, and a
-# double failover while each region in turn goes down. See docs/CHAOS.md.
-CI_SEEDS = [3, 4]
+# One mode, so one sandbox: a double failover while each region in turn goes down, and
+# a planned failover refused (RegionUnreachable) across a partition. See docs/CHAOS.md.
+CI_SEEDS = [4, 15]
 BUDGET_SECONDS = 90
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
