@@ -20,13 +20,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PYTHON313 ?= $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
 
-.PHONY: help venv lint cfn-lint validate build unit-test test sandbox drill bench deploy clean
+.PHONY: help venv lint cfn-lint validate build unit-test unit test sandbox drill bench chaos deploy clean
 
 help:
 	@echo "make test                    lint, validate, build and run every test (what CI runs)"
+	@echo "make unit                    the fast tier: unit and chaos-checker tests, no sandbox (< 30 s)"
 	@echo "make sandbox                 run the whole multi-region system locally (no AWS, no Docker)"
 	@echo "make drill                   failover + failback under concurrent writers -> bench/results/drill.json"
 	@echo "make bench                   sandbox start-up, routing overhead, throughput -> bench/results/sandbox.json"
+	@echo "make chaos [SEEDS=20|SEED=n] seeded faults + load, invariants checked -> bench/results/chaos.json"
 	@echo "make build                   sam build"
 	@echo "make deploy REGION=<region>  sam build && sam deploy --region REGION; the region decides its role"
 	@echo "                             (in order: ca-central-1, us-west-2, us-east-2; see samconfig.toml)"
@@ -60,6 +62,9 @@ build: venv
 unit-test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+unit: venv
+	$(BIN)/python -m pytest tests/unit tests/chaos -m "not chaos" $(PYTEST_ARGS)
+
 test: lint cfn-lint validate build unit-test
 
 sandbox: venv
@@ -71,6 +76,10 @@ drill: venv
 
 bench: venv
 	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.sandbox_bench
+
+# SEED=n replays one seed's exact schedule; SEEDS=N runs seeds 1..N (default 20).
+chaos: venv
+	PYTHONPATH=.:layers/shared $(BIN)/python -m chaos $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20))
 
 # What users type, once per region, the primary first (it creates the global table). A
 # region outside the topology is refused by the template's Rules, naming the three.

@@ -1,0 +1,57 @@
+"""A series of seeds: one sandbox per mode, reset between its seeds, a line per seed.
+
+Why reuse a sandbox: starting one takes 6-8 s on this machine and stopping it 1-2 s,
+against about 2-3 s for a reset (heal, settle, delete every record, wait out the state
+cache and the health checks); a seed's load phase is about 20 s. Reuse saves a quarter
+of the run. The mode (AppMode) is a template parameter, so each mode gets its own.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from chaos.history import Mode, Profile
+from chaos.report import line, load_known
+from chaos.runner import SeedOutcome, run_seed
+from chaos.schedule import mode_of
+from tests.support.target import SandboxProcess, Target
+
+ROOT = Path(__file__).resolve().parents[1]
+HISTORIES = ROOT / ".sandbox" / "chaos"
+MODES: tuple[Mode, ...] = ("active-passive", "active-active")
+
+
+@contextmanager
+def sandbox(mode: Mode, profile: Profile) -> Iterator[Target]:
+    with tempfile.TemporaryDirectory(prefix=f"chaos-{mode}-") as workdir:
+        process = SandboxProcess(Path(workdir), profile.sandbox_args(mode))
+        target = process.start()
+        try:
+            yield target
+        finally:
+            process.stop()
+
+
+def run(
+    seeds: list[int], profile: Profile, clients: int, direct: int, histories: Path | None = HISTORIES
+) -> list[SeedOutcome]:
+    """Every seed, one sandbox per mode; a line per seed as it finishes."""
+    known = load_known()
+    outcomes: list[SeedOutcome] = []
+    for mode in MODES:
+        batch = [s for s in seeds if mode_of(s) == mode]
+        if not batch:
+            continue
+        with sandbox(mode, profile) as target:
+            for seed in batch:
+                outcome = run_seed(seed, target, mode, profile, clients, direct)
+                outcomes.append(outcome)
+                print(line(len(outcomes), len(seeds), outcome, known), flush=True)
+                if histories is not None and not outcome.verdict.passed:
+                    histories.mkdir(parents=True, exist_ok=True)
+                    path = histories / f"seed-{seed}-{len(outcomes)}.json"
+                    path.write_text(outcome.history.model_dump_json(indent=1))
+    return outcomes

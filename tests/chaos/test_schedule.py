@@ -1,0 +1,78 @@
+"""The seeded plan: a seed always gives the same schedule, and schedules stay inside
+the rules the runner relies on (every fault healed in the window, no two faults on
+one region at once)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from chaos.history import Profile
+from chaos.schedule import FAULT_KINDS, mode_of, plan
+
+P, S = "ca-central-1", "us-west-2"
+SEEDS = range(1, 201)
+
+
+def test_the_same_seed_gives_the_same_schedule() -> None:
+    for seed in (1, 7, 42, 199):
+        first, second = plan(seed, P, S), plan(seed, P, S)
+
+        assert first == second
+        assert first.model_dump_json() == second.model_dump_json()
+
+
+def test_different_seeds_give_different_schedules() -> None:
+    schedules = {plan(seed, P, S).model_dump_json(exclude={"seed"}) for seed in range(1, 21)}
+
+    assert len(schedules) == 20
+
+
+def test_every_fault_heals_inside_the_window() -> None:
+    profile = Profile()
+    for seed in SEEDS:
+        for fault in plan(seed, P, S, profile).faults:
+            assert 0 < fault.at < fault.until <= profile.fault_window
+
+
+def test_faults_on_one_region_never_overlap() -> None:
+    for seed in SEEDS:
+        faults = [f for f in plan(seed, P, S).faults if len(f.regions) == 1]
+        for a in faults:
+            for b in faults:
+                if a is not b and a.regions == b.regions:
+                    assert a.until < b.at or b.until < a.at
+
+
+def test_two_hundred_seeds_cover_every_fault_mode_and_operator_action() -> None:
+    plans = [plan(seed, P, S) for seed in SEEDS]
+    faults = Counter(f.kind for p in plans for f in p.faults)
+    actions = Counter(o.kind for p in plans for o in p.operator)
+
+    assert set(faults) == set(FAULT_KINDS)
+    assert set(actions) == {"failover", "forced-failover", "dry-run", "double-failover", "failback"}
+    assert {p.mode for p in plans} == {"active-passive", "active-active"}
+    assert any(
+        o.kind == "forced-failover"
+        and any(f.kind == "partition" and f.at <= o.at <= f.until for f in p.faults)
+        for p in plans
+        for o in p.operator
+    )
+
+
+def test_each_fault_has_a_heal_command_that_ends_it() -> None:
+    heals = {
+        "partition": "heal-partition",
+        "replication-pause": "replication-resume",
+        "replication-jitter": "replication-jitter",
+        "function-timeout": "latency",
+    }
+    for seed in SEEDS:
+        for fault in plan(seed, P, S).faults:
+            command, args = fault.heal()
+            assert command == heals.get(fault.kind, "heal")
+            if fault.kind in ("replication-jitter", "function-timeout"):
+                assert args[-1] == "0"
+
+
+def test_the_mode_is_known_before_the_plan_is_drawn() -> None:
+    assert all(mode_of(seed) == plan(seed, P, S).mode for seed in SEEDS)
