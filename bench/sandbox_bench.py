@@ -7,13 +7,13 @@ replication delay under that load, the global endpoint's added latency.
    three regions are deployed and both app regions answer /health with 200;
 2. writes, side by side in one run, from the same number of client threads:
    `raw_moto_writes_per_second`, boto3 `put_item` straight to the sandbox's AWS
-   endpoint on the global table (the limit of this stack: moto, the fault middleware,
-   replication), then `global_writes_per_second`, `POST /items` through the global
-   endpoint (router, API Gateway, Lambda containers, the handler's own AWS calls);
-   their ratio is `write_throughput_ratio`;
-3. replication delay under that load: p50 and p99 of every delivery's delay (write in
-   the source to applied in the other region), from the replicator, with the
-   configured lag;
+   endpoint on the global table, the same record `POST /items` writes (the limit of this
+   stack: moto, the fault middleware, replication), and `global_writes_per_second`,
+   `POST /items` through the global endpoint (router, API Gateway, Lambda containers,
+   the handler's own AWS calls); their ratio is `write_throughput_ratio`;
+3. replication delay under the API's write load: p50 and p99 of every delivery's delay
+   (write in the source to applied in the other region), from the replicator, with the
+   configured lag (the API's writes run first, so the replicator's window holds theirs);
 4. routing overhead: the same GET sent directly to a region and through the global
    endpoint, alternately; the ratio of medians (and of p95s);
 5. read throughput: GETs per second through the global endpoint.
@@ -148,10 +148,11 @@ def main() -> None:
         try:
             region = target.primary
             table = target.outputs[region]["TableName"]
-            raw = run_clients(args.clients, args.seconds, raw_put_item(target, table, region, args.clients))
-            settle(target)
+            # The API's writes first, so the replicator's delay window holds only theirs.
             writes = run_clients(args.clients, args.seconds, global_post(target))
             delays = replication_delays(target)
+            settle(target)
+            raw = run_clients(args.clients, args.seconds, raw_put_item(target, table, region, args.clients))
             settle(target)
 
             item = requests.post(
