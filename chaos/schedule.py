@@ -51,6 +51,7 @@ THROTTLED_SERVICES = ("dynamodb", "lambda")
 Command = tuple[str, list[str]]
 LATEST_START = 12.0  # seconds: faults start before this
 PARTITION_LONGEST = 20.0
+SPLIT_BRAIN_SHARE = 0.15  # of seeds: a partition held through a forced failover
 
 
 class FaultStep(BaseModel):
@@ -183,4 +184,18 @@ def plan(seed: int, primary: str, secondary: str, profile: Profile | None = None
             operator.append(
                 OperatorStep(kind="failback", at=round(rng.uniform(0.5, 3.0), 2), after_previous=True)
             )
+    if rng.random() < SPLIT_BRAIN_SHARE:  # drawn last: the other seeds keep their plans
+        faults, operator = _split_brain(rng, primary, secondary, window)
     return SeedPlan(seed=seed, mode=mode, faults=faults, operator=operator, fault_window=window)
+
+
+def _split_brain(
+    rng: random.Random, primary: str, secondary: str, window: float
+) -> tuple[list[FaultStep], list[OperatorStep]]:
+    """The case a forced takeover exists for and must survive: the app regions cut off from
+    each other while clients reach both, a forced failover started right after the cut,
+    and the partition held until the window's end, longer than the takeover takes."""
+    at = round(rng.uniform(0.5, 2.0), 2)
+    partition = FaultStep(kind="partition", at=at, until=window, regions=[primary, secondary])
+    failover = OperatorStep(kind="forced-failover", at=round(at + rng.uniform(0.2, 1.0), 2))
+    return [partition], [failover]

@@ -76,3 +76,19 @@ def test_each_fault_has_a_heal_command_that_ends_it() -> None:
 
 def test_the_mode_is_known_before_the_plan_is_drawn() -> None:
     assert all(mode_of(seed) == plan(seed, P, S).mode for seed in SEEDS)
+
+
+def test_some_seeds_hold_a_partition_through_a_forced_failover_in_active_passive() -> None:
+    # The case a forced takeover must survive (one writer even in a partition).
+    window = Profile().fault_window
+    split_brain = [
+        p
+        for p in (plan(seed, P, S) for seed in SEEDS)
+        if p.mode == "active-passive"
+        and [f.kind for f in p.faults] == ["partition"]
+        and p.faults[0].until == window
+        and [o.kind for o in p.operator] == ["forced-failover"]
+        and p.faults[0].at < p.operator[0].at
+    ]
+
+    assert len(split_brain) >= 10
