@@ -11,7 +11,7 @@ fault, where they are most interesting.
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,16 +27,7 @@ FaultKind = Literal[
     "throttle",
     "function-timeout",
 ]
-FAULT_KINDS: tuple[FaultKind, ...] = (
-    "partition",
-    "region-down",
-    "api-down",
-    "health-fail",
-    "replication-pause",
-    "replication-jitter",
-    "throttle",
-    "function-timeout",
-)
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 OperatorKind = Literal["failover", "forced-failover", "dry-run", "double-failover", "failback"]
 FIRST_ACTIONS: tuple[OperatorKind | None, ...] = (
     "failover",

@@ -246,6 +246,15 @@ def ddb_client(endpoint: str, region: str, caller: str | None = None, **config: 
     )
 
 
+def create_table(ddb: Any, name: str) -> None:
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 def test_a_partition_cuts_calls_between_the_two_regions_only(outage_moto: str, faults: FaultState) -> None:
     faults.partition(PRIMARY, SECONDARY)
 
@@ -262,12 +271,7 @@ def test_a_partition_cuts_calls_between_the_two_regions_only(outage_moto: str, f
 
 def test_a_throttled_dynamodb_answers_with_its_real_errors(outage_moto: str, faults: FaultState) -> None:
     ddb = ddb_client(outage_moto, PRIMARY)
-    ddb.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, "t")
     faults.throttle(PRIMARY, "dynamodb")
 
     def code(call: Any) -> str:
@@ -294,12 +298,7 @@ def test_latency_holds_a_write_that_lands_after_its_caller_gave_up(
     outage_moto: str, faults: FaultState
 ) -> None:
     ddb = ddb_client(outage_moto, PRIMARY)
-    ddb.create_table(
-        TableName="slow",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(ddb, "slow")
     faults.set_latency(PRIMARY, "dynamodb", 1.0)
     impatient = ddb_client(outage_moto, PRIMARY, read_timeout=0.3)
     with pytest.raises(ReadTimeoutError):
