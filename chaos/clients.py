@@ -91,6 +91,7 @@ class Answer:
     retry_after: float | None
     writer_url: str | None
     item: dict[str, Any] | None
+    etag: str | None = None  # what a later If-Match must send back
 
 
 class Client(threading.Thread):
@@ -125,13 +126,14 @@ class Client(threading.Thread):
 
     def send(self, op: str, kind: OpKind, method: str, base: str, path: str, **fields: Any) -> Answer:
         body = fields.pop("json", None)
+        etag = fields.pop("etag", None)  # the ETag read; `if_match` records its version
         headers = (
             {LOCATION_HEADER: self.location} if self.location and base == self.endpoints.global_url else {}
         )
         if fields.get("key"):
             headers["Idempotency-Key"] = fields["key"]
-        if fields.get("if_match") is not None:
-            headers["If-Match"] = f'"{fields["if_match"]}"'
+        if etag is not None:
+            headers["If-Match"] = etag
         start = time.time()
         record: dict[str, Any] = {
             "op": op,
@@ -189,6 +191,7 @@ class Client(threading.Thread):
             float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
             next(iter(sorted(writers.values())), None),
             item,
+            response.headers.get("ETag"),
         )
 
     def write(self, op: str, kind: OpKind, method: str, path: str, **fields: Any) -> Answer:
@@ -247,6 +250,7 @@ class Client(threading.Thread):
             token=op,
             base_token=read.item.get("description"),
             if_match=read.item["version"],
+            etag=read.etag,
             json={"name": f"updated by {op}", "description": op},
         )
 
@@ -264,6 +268,7 @@ class Client(threading.Thread):
             token=op,
             base_token=read.item.get("description"),
             if_match=read.item["version"],
+            etag=read.etag,
         )
         if answer.attempt.acknowledged or answer.attempt.status == 404:
             self.pool.remove(item)

@@ -106,7 +106,8 @@ def test_health_reports_maintenance_as_503_naming_it(target: Target, healthy: No
 @pytest.mark.timeout(60)
 def test_concurrent_updates_in_two_regions_resolve_last_writer_wins(target: Target, healthy: None) -> None:
     primary_url, secondary_url = target.region_urls[target.primary], target.region_urls[target.secondary]
-    created = post_item(primary_url, "conflict").json()["item"]
+    posted = post_item(primary_url, "conflict")
+    created, etag = posted.json()["item"], posted.headers["ETag"]
     wait_for(lambda: get_item(secondary_url, created["id"]).status_code == 200, 30, "the item to replicate")
 
     if target.admin_url:
@@ -115,14 +116,14 @@ def test_concurrent_updates_in_two_regions_resolve_last_writer_wins(target: Targ
         first = requests.put(
             f"{primary_url}/items/{created['id']}",
             json={"name": "from the primary"},
-            headers={"If-Match": '"1"'},
+            headers={"If-Match": etag},
             timeout=TIMEOUT,
         )
         time.sleep(0.05)  # the secondary's write is the later one
         second = requests.put(
             f"{secondary_url}/items/{created['id']}",
             json={"name": "from the secondary"},
-            headers={"If-Match": '"1"'},
+            headers={"If-Match": etag},
             timeout=TIMEOUT,
         )
     finally:

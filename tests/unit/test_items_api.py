@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.support.responses import body, header
 from tests.unit.conftest import REGION
 
 ITEM_ID = "0123456789abcdef0123456789abcdef"
+SEEDED_ETAG = '"1.0123456789ab"'  # the seeded item's revision comes from the same patched uuid4
 
 
 def invoke(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
@@ -47,11 +49,14 @@ def test_create_stamps_region_version_and_time(table: Any, lambda_context: Any) 
     assert item["updatedRegion"] == REGION
     assert item["updatedAt"] == item["createdAt"]
     assert item["updatedAt"].endswith("Z")
-    assert header(response, "ETag") == '"1"'
     assert header(response, "Location") == f"/items/{item['id']}"
     stored = table.get_item(Key={"pk": f"ITEM#{item['id']}", "sk": "ITEM"})["Item"]
     assert stored["updatedRegion"] == REGION
     assert stored["version"] == 1
+    # The ETag names this very write: its version and the revision drawn for it.
+    assert re.fullmatch(r"[0-9a-f]{12}", stored["revision"])
+    assert header(response, "ETag") == f'"1.{stored["revision"]}"'
+    assert "revision" not in item
 
 
 def test_get_returns_item_with_etag(seeded: dict[str, Any], lambda_context: Any) -> None:
@@ -59,7 +64,7 @@ def test_get_returns_item_with_etag(seeded: dict[str, Any], lambda_context: Any)
 
     assert response["statusCode"] == 200
     assert body(response)["item"] == seeded
-    assert header(response, "ETag") == '"1"'
+    assert header(response, "ETag") == SEEDED_ETAG
 
 
 def test_get_missing_item_is_404(table: Any, lambda_context: Any) -> None:
@@ -79,7 +84,8 @@ def test_replace_with_current_version(seeded: dict[str, Any], lambda_context: An
     assert item["version"] == 2
     assert item["createdAt"] == seeded["createdAt"]
     assert item["updatedAt"] >= seeded["updatedAt"]
-    assert header(response, "ETag") == '"2"'
+    assert re.fullmatch(r'"2\.[0-9a-f]{12}"', header(response, "ETag"))
+    assert header(response, "ETag") != SEEDED_ETAG
 
 
 def test_replace_with_stale_version_is_412_and_names_current(
@@ -91,7 +97,7 @@ def test_replace_with_stale_version_is_412_and_names_current(
     payload = body(response)
     assert payload["code"] == "VersionConflict"
     assert payload["details"] == {"currentVersion": 1, "updatedRegion": REGION}
-    assert header(response, "ETag") == '"1"'
+    assert header(response, "ETag") == SEEDED_ETAG
     # The stale write changed nothing.
     assert body(invoke(load_event("items_api/get.json"), lambda_context))["item"]["name"] == "Field notes"
 
@@ -264,3 +270,43 @@ def test_other_aws_errors_are_not_disguised_as_throttling(
     monkeypatch.setattr(ItemRepository, "create", broken)
     with pytest.raises(ClientError):  # Lambda reports it; API Gateway answers 502
         invoke(load_event("items_api/create.json"), lambda_context)
+
+
+def test_an_etag_from_another_write_of_the_same_version_is_refused(
+    seeded: dict[str, Any], lambda_context: Any
+) -> None:
+    # Two regions can each reach version 1 with a different write (active-active): only
+    # the ETag of the write this region holds may replace it.
+    event = load_event("items_api/replace.json")
+    other = '"1.fedcba987654"'
+    event["headers"]["If-Match"] = other
+    event["multiValueHeaders"]["If-Match"] = [other]
+
+    response = invoke(event, lambda_context)
+
+    assert response["statusCode"] == 412
+    assert header(response, "ETag") == SEEDED_ETAG
+    assert invoke(load_event("items_api/replace.json"), lambda_context)["statusCode"] == 200
+
+
+def test_an_item_written_before_revisions_is_named_by_its_version(table: Any, lambda_context: Any) -> None:
+    table.put_item(
+        Item={
+            "pk": f"ITEM#{ITEM_ID}",
+            "sk": "ITEM",
+            "id": ITEM_ID,
+            "name": "old",
+            "description": "",
+            "tags": [],
+            "version": 1,
+            "createdAt": "2026-01-01T00:00:00.000Z",
+            "updatedAt": "2026-01-01T00:00:00.000Z",
+            "updatedRegion": REGION,
+        }
+    )
+    assert header(invoke(load_event("items_api/get.json"), lambda_context), "ETag") == '"1"'
+    event = load_event("items_api/replace.json")
+    event["headers"]["If-Match"] = '"1"'
+    event["multiValueHeaders"]["If-Match"] = ['"1"']
+
+    assert invoke(event, lambda_context)["statusCode"] == 200

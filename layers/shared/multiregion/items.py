@@ -32,7 +32,8 @@ _ITEM_ID = re.compile(ITEM_ID_PATTERN)
 ITEM_KIND = "ITEM"
 LIST_INDEX = "GSI1"
 _LIST_KEY_FIELDS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk"})
-_VERSION = re.compile(r"[0-9]{1,18}")
+REVISION_CHARS = 12
+_ETAG = re.compile(rf"(?P<version>[0-9]{{1,18}})(?:\.(?P<revision>[0-9a-f]{{{REVISION_CHARS}}}))?")
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=2000)]
@@ -61,6 +62,22 @@ class Item(BaseModel):
     updatedAt: str
     updatedRegion: str
     epoch: int = 0
+    # A token drawn anew by every write: the ETag names the exact write, not just its
+    # version number, which two regions can reach with different writes (active-active).
+    revision: str | None = Field(default=None, exclude=True)
+
+    @property
+    def etag(self) -> str:
+        return etag(self.version, self.revision)
+
+
+class Precondition(BaseModel):
+    """What an If-Match header names: a version and, for ETags of this API, its revision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    revision: str | None = None
 
 
 def is_item_id(value: str) -> bool:
@@ -82,6 +99,7 @@ def _from_record(record: dict[str, Any]) -> Item:
         updatedAt=record["updatedAt"],
         updatedRegion=record["updatedRegion"],
         epoch=int(record.get("epoch", 0)),
+        revision=record.get("revision"),
     )
 
 
@@ -114,6 +132,7 @@ class ItemRepository:
             "description": data.description,
             "tags": data.tags,
             "version": 1,
+            "revision": _new_revision(),
             "createdAt": now,
             "updatedAt": now,
             "updatedRegion": self._region,
@@ -136,22 +155,24 @@ class ItemRepository:
             raise NotFoundError(f"item {item_id} not found")
         return _from_record(record)
 
-    def replace(self, item_id: str, data: ItemInput, expected_version: int, epoch: int = 0) -> Item:
-        """Replace the mutable fields if the stored version is `expected_version`."""
+    def replace(self, item_id: str, data: ItemInput, expected: Precondition, epoch: int = 0) -> Item:
+        """Replace the mutable fields if the stored item is the write `expected` names."""
         try:
             response = self._table.update_item(
                 Key=_key(item_id),
                 UpdateExpression=(
                     "SET #name = :name, description = :description, tags = :tags, "
-                    "version = version + :one, updatedAt = :now, updatedRegion = :region, epoch = :epoch"
+                    "version = version + :one, revision = :revision, updatedAt = :now, "
+                    "updatedRegion = :region, epoch = :epoch"
                 ),
-                ConditionExpression=Attr("pk").exists() & Attr("version").eq(expected_version),
+                ConditionExpression=_matches(expected),
                 ExpressionAttributeNames={"#name": "name"},
                 ExpressionAttributeValues={
                     ":name": data.name,
                     ":description": data.description,
                     ":tags": data.tags,
                     ":one": 1,
+                    ":revision": _new_revision(),
                     ":now": self._clock(),
                     ":region": self._region,
                     ":epoch": epoch,
@@ -160,19 +181,17 @@ class ItemRepository:
             )
         except ClientError as error:
             if is_condition_failure(error):
-                self._raise_conflict(item_id, expected_version)
+                self._raise_conflict(item_id, expected)
             raise
         return _from_record(response["Attributes"])
 
-    def delete(self, item_id: str, expected_version: int | None = None) -> None:
-        condition = Attr("pk").exists()
-        if expected_version is not None:
-            condition = condition & Attr("version").eq(expected_version)
+    def delete(self, item_id: str, expected: Precondition | None = None) -> None:
+        condition = Attr("pk").exists() if expected is None else _matches(expected)
         try:
             self._table.delete_item(Key=_key(item_id), ConditionExpression=condition)
         except ClientError as error:
             if is_condition_failure(error):
-                self._raise_conflict(item_id, expected_version)
+                self._raise_conflict(item_id, expected)
             raise
 
     def list(self, limit: int, cursor: str | None = None) -> tuple[list[Item], str | None]:
@@ -188,13 +207,14 @@ class ItemRepository:
         last_key = response.get("LastEvaluatedKey")
         return items, encode_cursor(last_key) if last_key else None
 
-    def _raise_conflict(self, item_id: str, expected_version: int | None) -> None:
+    def _raise_conflict(self, item_id: str, expected: Precondition | None) -> None:
         """A conditional write failed: say whether the item is gone or has moved on."""
         current = self.get(item_id)  # raises NotFoundError when it is gone
+        named = etag(expected.version, expected.revision) if expected else "any version"
         raise VersionConflictError(
-            f"item {item_id} is at version {current.version}, not {expected_version}",
+            f"item {item_id} is at {current.etag}, not {named}",
             details={"currentVersion": current.version, "updatedRegion": current.updatedRegion},
-            headers={"ETag": etag(current.version)},
+            headers={"ETag": current.etag},
         )
 
 
@@ -211,16 +231,35 @@ def is_idempotency_key(value: str) -> bool:
     return bool(_IDEMPOTENCY_KEY.fullmatch(value))
 
 
-def etag(version: int) -> str:
-    return f'"{version}"'
+def _new_revision() -> str:
+    return uuid.uuid4().hex[:REVISION_CHARS]
 
 
-def parse_if_match(value: str) -> int | None:
-    """The version an If-Match header names (`"3"`), or None if it is not one of ours."""
+def _matches(expected: Precondition) -> Any:
+    """The stored item is the write `expected` names (an item written before revisions
+    existed has none, and is named by its version alone)."""
+    revision = (
+        Attr("revision").eq(expected.revision)
+        if expected.revision is not None
+        else Attr("revision").not_exists()
+    )
+    return Attr("pk").exists() & Attr("version").eq(expected.version) & revision
+
+
+def etag(version: int, revision: str | None = None) -> str:
+    return f'"{version}.{revision}"' if revision else f'"{version}"'
+
+
+def parse_if_match(value: str) -> Precondition | None:
+    """What an If-Match header names (`"3.1a2b3c4d5e6f"`, or `"3"` for an item written
+    before revisions), or None if it is not one of our ETags."""
     value = value.strip()
     if value.startswith("W/"):
         return None  # weak validators cannot guard a write (RFC 9110 13.1.1)
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    # ASCII digits only: str.isdigit also accepts "²" and other digits int() refuses.
-    return int(value) if _VERSION.fullmatch(value) else None
+    # ASCII only: str.isdigit also accepts "²" and other digits int() refuses.
+    found = _ETAG.fullmatch(value)
+    if found is None:
+        return None
+    return Precondition(version=int(found["version"]), revision=found["revision"])

@@ -19,7 +19,7 @@ from multiregion.items import (
     ITEM_ID_PATTERN,
     ItemInput,
     ItemRepository,
-    etag,
+    Precondition,
     is_idempotency_key,
     parse_if_match,
 )
@@ -50,18 +50,20 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _if_match() -> int | None:
-    """The version the client's If-Match names, None when it sent none."""
+def _if_match() -> Precondition | None:
+    """The write the client's If-Match names, None when it sent none."""
     header = router.current_event.headers.get("If-Match")  # case-insensitive in Powertools v3
     if header is None:
         return None
-    version = parse_if_match(header)
-    if version is None:
-        raise BadRequestError(f'If-Match must be an ETag returned by this API, like "3"; got {header!r}')
-    return version
+    expected = parse_if_match(header)
+    if expected is None:
+        raise BadRequestError(
+            f'If-Match must be an ETag returned by this API, like "3.1a2b3c4d5e6f"; got {header!r}'
+        )
+    return expected
 
 
-def _required_if_match() -> int:
+def _required_if_match() -> Precondition:
     # A replace without a version could silently undo another client's write.
     version = _if_match()
     if version is None:
@@ -75,7 +77,7 @@ def _required_if_match() -> int:
 def create_item(item: ItemInput):
     key = _idempotency_key()
     created, is_new = _repository().create(item, epoch=_writable_epoch(), idempotency_key=key)
-    headers = {"ETag": etag(created.version), "Location": f"/items/{created.id}"}
+    headers = {"ETag": created.etag, "Location": f"/items/{created.id}"}
     if not is_new:
         logger.info("idempotent replay", extra={"item_id": created.id})
         return json_response(
@@ -98,7 +100,7 @@ def list_items(
 @router.get("/items/<item_id>")
 def get_item(item_id: ItemId):
     item = _repository().get(item_id)
-    return json_response(HTTPStatus.OK, {"item": item.model_dump()}, {"ETag": etag(item.version)})
+    return json_response(HTTPStatus.OK, {"item": item.model_dump()}, {"ETag": item.etag})
 
 
 @router.put("/items/<item_id>")
@@ -106,7 +108,7 @@ def replace_item(item_id: ItemId, item: ItemInput):
     updated = _repository().replace(item_id, item, _required_if_match(), epoch=_writable_epoch())
     metrics.add_metric(name="ItemsReplaced", unit=MetricUnit.Count, value=1)
     logger.info("item replaced", extra={"item_id": item_id, "version": updated.version})
-    return json_response(HTTPStatus.OK, {"item": updated.model_dump()}, {"ETag": etag(updated.version)})
+    return json_response(HTTPStatus.OK, {"item": updated.model_dump()}, {"ETag": updated.etag})
 
 
 @router.delete("/items/<item_id>")
