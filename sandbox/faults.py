@@ -62,6 +62,20 @@ _ALIASES = {"resume": "replication-resume"}
 SERVICES = ("dynamodb", "lambda", "states", "ssm", "s3", "cloudwatch", "sns", "sqs", "sts")
 MAX_LATENCY_SECONDS = 60.0
 
+# How a throttled service answers: (HTTP status, error code, message). DynamoDB's item
+# operations answer ProvisionedThroughputExceededException and its transactions a
+# cancellation whose reasons say ThrottlingError; its other operations ThrottlingException.
+_THROTTLE_ANSWERS: dict[str, tuple[int, str, str]] = {
+    "dynamodb": (400, "ThrottlingException", "Rate of requests exceeds the allowed throughput."),
+    "states": (400, "ThrottlingException", "Rate exceeded"),
+    "ssm": (400, "ThrottlingException", "Rate exceeded"),
+    "lambda": (429, "TooManyRequestsException", "Rate Exceeded."),
+}
+_DYNAMODB_ITEM_OPERATIONS = {
+    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem",
+}  # fmt: skip
+THROTTLE_SERVICES = tuple(_THROTTLE_ANSWERS)
+
 
 def caller_access_key(region: str) -> str:
     """The access key a region's functions sign with: it tells the AWS endpoint who calls,
@@ -171,14 +185,15 @@ class FaultState:
         with self._lock:
             return frozenset((a, b)) in self._partitions
 
-    def _check_service(self, service: str) -> str:
-        if service not in SERVICES:
-            raise FaultError(f"unknown service {service!r}; valid services: {', '.join(SERVICES)}")
+    @staticmethod
+    def _check_service(service: str, valid: tuple[str, ...] = SERVICES) -> str:
+        if service not in valid:
+            raise FaultError(f"unknown service {service!r}; valid services: {', '.join(valid)}")
         return service
 
     def throttle(self, region: str, service: str) -> None:
         with self._lock:
-            self._throttled.add((self._check_region(region), self._check_service(service)))
+            self._throttled.add((self._check_region(region), self._check_service(service, THROTTLE_SERVICES)))
 
     def is_throttled(self, region: str, service: str) -> bool:
         with self._lock:
@@ -331,20 +346,6 @@ def credential_scope(environ: dict[str, Any]) -> tuple[str, str] | None:
     return match.group(1), match.group(2)
 
 
-# How a throttled service answers: (HTTP status, error code, message). DynamoDB's item
-# operations answer ProvisionedThroughputExceededException and its transactions a
-# cancellation whose reasons say ThrottlingError; its other operations ThrottlingException.
-_THROTTLE_ANSWERS: dict[str, tuple[int, str, str]] = {
-    "dynamodb": (400, "ThrottlingException", "Rate of requests exceeds the allowed throughput."),
-    "states": (400, "ThrottlingException", "Rate exceeded"),
-    "ssm": (400, "ThrottlingException", "Rate exceeded"),
-    "lambda": (429, "TooManyRequestsException", "Rate Exceeded."),
-}
-_DYNAMODB_ITEM_OPERATIONS = {
-    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem",
-}  # fmt: skip
-THROTTLE_SERVICES = tuple(_THROTTLE_ANSWERS)
-
 # The header that tells a function's botocore (patched by sandbox.container) that the
 # endpoint is unreachable from the caller: it then raises ConnectTimeoutError as boto3
 # does when packets are dropped, after waiting out its connect timeout.
@@ -402,7 +403,7 @@ class OutageMiddleware:
                 f"sandbox: {region} is unreachable from {caller} (partition)",
                 [(UNREACHABLE_HEADER, "true")],
             )
-        if self.faults.is_throttled(region, service) and service in _THROTTLE_ANSWERS:
+        if self.faults.is_throttled(region, service):
             return self._throttled(environ, start_response, service)
         delay = self.faults.latency(region, service)
         if delay > 0:

@@ -84,12 +84,11 @@ def _context() -> BaseContext:
 
 
 class Container:
-    """One execution environment: a process, its pipe, and how many invocations it ran."""
+    """One execution environment: a process and its pipe."""
 
     def __init__(self, spec: FunctionSpec, layer_dirs: list[Path], context: BaseContext):
         self.id = uuid.uuid4().hex
         self.log_stream_name = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{self.id}"
-        self.invocations = 0
         container_spec = ContainerSpec(
             function_name=spec.name,
             function_arn=spec.arn,
@@ -112,7 +111,6 @@ class Container:
 
     def invoke(self, event: Any, request_id: str, timeout: float) -> tuple[str, Any]:
         """("ok", result), ("error", payload) or ("timeout", None); ("exit", None) if it died."""
-        self.invocations += 1
         deadline = time.time() + timeout
         try:
             self._conn.send((request_id, json.dumps(event), deadline))

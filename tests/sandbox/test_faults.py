@@ -224,6 +224,12 @@ def test_partition_throttle_latency_and_jitter_commands(faults: FaultState) -> N
         ("partition", [PRIMARY, PRIMARY], "two different regions"),
         ("partition", [PRIMARY, "mars-1"], "unknown region 'mars-1'"),
         ("throttle", [PRIMARY, "dynamo"], r"unknown service 'dynamo'; valid services: dynamodb"),
+        # A service the endpoint has no throttling answer for is refused, not silently ignored.
+        (
+            "throttle",
+            [PRIMARY, "s3"],
+            r"unknown service 's3'; valid services: dynamodb, states, ssm, lambda$",
+        ),
         ("latency", [PRIMARY, "dynamodb", "61"], "between 0 and 60 seconds"),
         ("replication-jitter", ["-2"], "between 0 and 3600"),
     ],
@@ -271,7 +277,7 @@ def test_a_partition_cuts_calls_between_the_two_regions_only(outage_moto: str, f
 
 def test_a_throttled_dynamodb_answers_with_its_real_errors(outage_moto: str, faults: FaultState) -> None:
     ddb = ddb_client(outage_moto, PRIMARY)
-    create_table(ddb, "t")
+    create_table(ddb, "throttled")
     faults.throttle(PRIMARY, "dynamodb")
 
     def code(call: Any) -> str:
@@ -279,19 +285,19 @@ def test_a_throttled_dynamodb_answers_with_its_real_errors(outage_moto: str, fau
             call()
         return raised.value.response["Error"]["Code"]
 
-    assert code(lambda: ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})) == (
+    assert code(lambda: ddb.put_item(TableName="throttled", Item={"pk": {"S": "a"}})) == (
         "ProvisionedThroughputExceededException"
     )
-    assert code(lambda: ddb.describe_table(TableName="t")) == "ThrottlingException"
+    assert code(lambda: ddb.describe_table(TableName="throttled")) == "ThrottlingException"
     with pytest.raises(ClientError) as raised:
         ddb.transact_write_items(
-            TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": k}}}} for k in "ab"]
+            TransactItems=[{"Put": {"TableName": "throttled", "Item": {"pk": {"S": k}}}} for k in "ab"]
         )
     assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
     assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == ["ThrottlingError"] * 2
     assert "TableNames" in ddb_client(outage_moto, SECONDARY).list_tables()  # other regions answer
     faults.heal(PRIMARY)
-    ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
+    ddb.put_item(TableName="throttled", Item={"pk": {"S": "a"}})
 
 
 def test_latency_holds_a_write_that_lands_after_its_caller_gave_up(
