@@ -36,6 +36,20 @@ locking, and the sandbox's server runs each request in its own thread:
   such as a ValidationException on the second item, is rolled back too; moto kept the
   writes made before a request with two operations in one item.)
 
+The lock makes a region's requests wait for each other, which is kinder than DynamoDB to
+concurrent transactions: it never refuses one. So, as DynamoDB does ("transaction conflict
+handling"), each TransactWriteItems request holds its items (table and primary key, a
+ConditionCheck's too) from its arrival, before it waits for the lock, until it is answered:
+
+* a TransactWriteItems naming an item another one holds is cancelled at once, without the
+  lock and without writing anything: TransactionCanceledException whose reasons say
+  TransactionConflict for that item and None for the others (the later arrival loses);
+* a PutItem, UpdateItem or DeleteItem of a held item fails with
+  TransactionConflictException (HTTP 400), also at once.
+
+Other requests (BatchWriteItem, TransactGetItems, reads) do not conflict. `hooks` lets a test
+see each arrival and hold a transaction inside the lock.
+
 A function mapped to a table's stream is invoked by moto inside the write, so while the
 region's lock is held: such a function must not call DynamoDB in that region, or both
 wait for ever; and records moto has handed to it cannot be taken back by a rollback. (The
@@ -44,11 +58,15 @@ sandbox's stack maps none; its replicator polls the streams.)
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import inspect
+import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 _locks: dict[tuple[str, str], threading.RLock] = {}
@@ -161,6 +179,158 @@ def _rolling_back_touched_items(transact_write_items: Callable[..., None]) -> An
     return transact
 
 
+# Transaction conflicts -----------------------------------------------------------------
+
+CONFLICT_MESSAGE = "Transaction is ongoing for the item"
+_SINGLE_WRITES = {"PutItem": "Item", "UpdateItem": "Key", "DeleteItem": "Key"}
+
+ItemKey = tuple[str, str]  # (table name, the primary key's values as canonical JSON)
+
+
+@dataclass(frozen=True)
+class WriteArrival:
+    """A tracked write as judged on arrival. `items`: its item keys in request order (None
+    where moto will not find the table or key); `conflicts`: those held by a transaction."""
+
+    region: str
+    operation: str
+    items: tuple[ItemKey | None, ...]
+    conflicts: frozenset[ItemKey]
+
+
+class _Hooks:
+    """Test seams, None in use: `arrived(arrival)` is called for every tracked write once it
+    is judged; `holding_lock(arrival)` by a transaction inside the lock, before moto runs it."""
+
+    arrived: Callable[[WriteArrival], None] | None = None
+    holding_lock: Callable[[WriteArrival], None] | None = None
+
+
+hooks = _Hooks()
+
+
+class _HeldItems:
+    """The items of the transactions in flight, per (account, region)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[tuple[str, str], set[ItemKey]] = {}
+
+    def hold(self, region: tuple[str, str], keys: set[ItemKey]) -> frozenset[ItemKey]:
+        """Hold `keys`, unless some are held already: then hold nothing and return those."""
+        with self._guard:
+            held = self._held.setdefault(region, set())
+            taken = frozenset(keys & held)
+            if not taken:
+                held |= keys
+            return taken
+
+    def held(self, region: tuple[str, str], keys: set[ItemKey]) -> frozenset[ItemKey]:
+        with self._guard:
+            return frozenset(keys & self._held.get(region, set()))
+
+    def release(self, region: tuple[str, str], keys: set[ItemKey]) -> None:
+        with self._guard:
+            self._held[region] -= keys
+
+
+_held_items = _HeldItems()
+
+
+def _canonical_value(value: dict[str, Any]) -> list[Any]:
+    """A key attribute ({"S": ...}, {"N": ...} or {"B": ...}) equal for equal keys."""
+    ((kind, raw),) = value.items()
+    if kind == "N":
+        raw = str(Decimal(raw).normalize())
+    elif isinstance(raw, bytes | bytearray):
+        raw = base64.b64encode(bytes(raw)).decode()
+    return [kind, raw]
+
+
+def _item_key(backend: Any, request: dict[str, Any], field: str) -> ItemKey | None:
+    # Outside the lock: dictionary reads only (backend.get_table would wait for the lock).
+    try:
+        name = request["TableName"]
+        table = backend.tables.get(name)
+        if table is None and name.startswith("arn:"):
+            table = next((t for t in list(backend.tables.values()) if t.table_arn == name), None)
+        names = [n for n in (table.hash_key_attr, table.range_key_attr) if n is not None]
+        return table.name, json.dumps([_canonical_value(request[field][n]) for n in names])
+    except (AttributeError, KeyError, TypeError, ValueError, ArithmeticError):
+        return None  # moto answers the request with its own error
+
+
+def _write_items(backend: Any, operation: str, params: dict[str, Any]) -> tuple[ItemKey | None, ...]:
+    if operation != "TransactWriteItems":
+        return (_item_key(backend, params, _SINGLE_WRITES[operation]),)
+    items = []
+    for entry in params.get("TransactItems") or []:
+        kind, request = next(iter(entry.items()), ("", {}))  # moto refuses more than one
+        items.append(_item_key(backend, request, "Item" if kind == "Put" else "Key"))
+    return tuple(items)
+
+
+def _conflict_error(operation: str, arrival: WriteArrival) -> Exception:
+    from moto.dynamodb.exceptions import (
+        ERROR_TYPE_PREFIX,
+        DynamodbException,
+        TransactionCanceledException,
+    )
+
+    if operation != "TransactWriteItems":
+        return DynamodbException(ERROR_TYPE_PREFIX + "TransactionConflictException", CONFLICT_MESSAGE)
+    reasons = [
+        ("TransactionConflict", CONFLICT_MESSAGE, None) if key in arrival.conflicts else (None, None, None)
+        for key in arrival.items
+    ]
+    return TransactionCanceledException(reasons)
+
+
+def _refuse(handler: Any, unlocked: Callable[[Any], Any], error: Exception) -> Any:
+    """Answer with `error` through moto's own call_action, so it has moto's (AWS's) shape,
+    without the region's lock: the refused request reads and writes nothing."""
+    from moto.core.utils import camelcase_to_underscores
+
+    def refuse() -> None:
+        raise error
+
+    setattr(handler, camelcase_to_underscores(handler._get_action()), refuse)
+    return unlocked(handler)
+
+
+def _refusing_conflicts(locked: Callable[[Any], Any], unlocked: Callable[[Any], Any]) -> Any:
+    @functools.wraps(unlocked)
+    def call_action(self: Any) -> Any:
+        operation = self._get_action()
+        if operation != "TransactWriteItems" and operation not in _SINGLE_WRITES:
+            return locked(self)
+        region = (self.current_account, self.region)
+        items = _write_items(self.dynamodb_backend, operation, getattr(self, "params", None) or {})
+        keys = {key for key in items if key is not None}
+        transaction = operation == "TransactWriteItems"
+        if transaction and len(keys) < sum(key is not None for key in items):
+            return locked(self)  # an item named twice: moto's ValidationException, no conflict
+        conflicts = _held_items.hold(region, keys) if transaction else _held_items.held(region, keys)
+        arrival = WriteArrival(self.region, operation, items, conflicts)
+        try:
+            if hooks.arrived is not None:
+                hooks.arrived(arrival)
+            if conflicts:
+                return _refuse(self, unlocked, _conflict_error(operation, arrival))
+            if not transaction:
+                return locked(self)
+            with region_lock(*region):
+                if hooks.holding_lock is not None:
+                    hooks.holding_lock(arrival)
+                return locked(self)
+        finally:
+            if transaction and not conflicts:
+                _held_items.release(region, keys)
+
+    call_action.sandbox_adapter = True  # type: ignore[attr-defined]
+    return call_action
+
+
 def make_dynamodb_thread_safe() -> None:
     """Install the adapter (once; later calls do nothing). Call it before the server starts."""
     import moto.dynamodb.models as dynamodb_models
@@ -188,5 +358,10 @@ def make_dynamodb_thread_safe() -> None:
             setattr(DynamoDBBackend, name, _holding_region_lock(attribute, backend_region))
     for thread_class in (TableExport, TableImport):
         thread_class.run = _holding_region_lock(thread_class.run, backend_region)  # type: ignore[method-assign]
-    for handler in (DynamoHandler, DynamoDBStreamsHandler):
-        handler.call_action = _holding_region_lock(handler.call_action, request_region)  # type: ignore[method-assign]
+    unlocked = DynamoHandler.call_action
+    DynamoHandler.call_action = _refusing_conflicts(  # type: ignore[method-assign]
+        _holding_region_lock(unlocked, request_region), unlocked
+    )
+    DynamoDBStreamsHandler.call_action = _holding_region_lock(  # type: ignore[method-assign]
+        DynamoDBStreamsHandler.call_action, request_region
+    )
