@@ -48,6 +48,13 @@ What the sandbox does (``GlobalTableReplicator``)
 * ``stats()`` counts deliveries applied, skipped (lost to a newer version), pending and
   repairs, with delay percentiles (write in the source to applied in the target) over
   the last 10,000 deliveries.
+* Like a global table, it publishes ``AWS/DynamoDB`` ``ReplicationLatency`` (Milliseconds;
+  dimensions ``TableName`` and ``ReceivingRegion``) in the source region's CloudWatch:
+  per applied delivery, applied in the receiving region minus written in the source.
+  Datapoints are aggregated per pair and second (``StatisticValues``) and published after
+  the second ends, straight into moto's CloudWatch in this process
+  (``moto_metric_publisher``): AWS's own metrics pass no API, so no injected fault stops
+  them. No replication, no datapoints.
 
 What remains different from AWS
 
@@ -64,7 +71,8 @@ What remains different from AWS
   can be taken for it (the regions still converge, to that content).
 * moto writes a stream record even for a write that changes nothing (AWS writes none),
   so such a write is replicated as a new version.
-* Not modelled: TTL deletes, the ``ReplicationLatency`` metric, replica management.
+* Not modelled: TTL deletes, replica management. ``ReplicationLatency`` comes per second,
+  not per minute (a 60-second period sums them up the same way).
 
 moto specifics the code relies on or works around:
 
@@ -95,22 +103,25 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sandbox.cloud import ACCOUNT_ID
 from sandbox.faults import FaultState
 
 __all__ = [
     "REPLICA_MARKER",
     "DelaySampler",
     "GlobalTableReplicator",
+    "MetricPublisher",
     "ReplicationRule",
     "S3Replicator",
     "Stamp",
+    "moto_metric_publisher",
     "uniform_delay",
 ]
 
@@ -447,6 +458,68 @@ _MAX_DELIVERIES_PER_ROUND = 2000  # per target, so stream reads are not starved
 _DELAY_WINDOW = 10_000  # deliveries the delay percentiles are computed over
 
 
+# (region, MetricData of namespace AWS/DynamoDB) -> None: puts datapoints in that region.
+MetricPublisher = Callable[[str, list[dict[str, Any]]], None]
+
+
+def moto_metric_publisher(account_id: str = ACCOUNT_ID) -> MetricPublisher:
+    """Put datapoints into moto's CloudWatch of a region in this process, as AWS puts its own
+    metrics: no request, so neither the fault middleware nor DynamoDB's lock is in the way."""
+
+    def publish(region: str, metric_data: list[dict[str, Any]]) -> None:
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        cloudwatch_backends[account_id][region].put_metric_data("AWS/DynamoDB", metric_data)
+
+    return publish
+
+
+class _LatencyMetric:
+    """ReplicationLatency of one table: per (source, receiving region, second applied) the
+    count, sum, minimum and maximum in milliseconds, published once the second is over."""
+
+    def __init__(self, table_name: str, publish: MetricPublisher) -> None:
+        self._table_name = table_name
+        self._publish = publish
+        self._lock = threading.Lock()
+        self._seconds: dict[tuple[str, str, int], list[float]] = {}
+
+    def add(self, source: str, receiver: str, applied_at: float, latency_seconds: float) -> None:
+        millis = latency_seconds * 1000
+        with self._lock:
+            stats = self._seconds.setdefault((source, receiver, int(applied_at)), [0, 0.0, millis, millis])
+            stats[0] += 1
+            stats[1] += millis
+            stats[2] = min(stats[2], millis)
+            stats[3] = max(stats[3], millis)
+
+    def flush(self, now: float | None = None) -> None:
+        """Publish the seconds that have ended before `now` (all of them without `now`)."""
+        with self._lock:
+            ended = [key for key in self._seconds if now is None or key[2] < int(now)]
+            taken = [(key, self._seconds.pop(key)) for key in ended]
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for (source, receiver, second), (count, total, low, high) in taken:
+            by_source.setdefault(source, []).append(
+                {
+                    "MetricName": "ReplicationLatency",
+                    "Dimensions": [
+                        {"Name": "TableName", "Value": self._table_name},
+                        {"Name": "ReceivingRegion", "Value": receiver},
+                    ],
+                    # moto keeps naive UTC times
+                    "Timestamp": datetime.fromtimestamp(second, UTC).replace(tzinfo=None),
+                    "Unit": "Milliseconds",
+                    "StatisticValues": {"SampleCount": count, "Sum": total, "Minimum": low, "Maximum": high},
+                }
+            )
+        for source, metric_data in by_source.items():
+            try:
+                self._publish(source, metric_data)
+            except Exception:
+                logger.exception("ddb-replication: publishing ReplicationLatency in %s failed", source)
+
+
 def _percentile(ordered: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list (not empty)."""
     rank = max(1, math.ceil(fraction * len(ordered)))
@@ -461,7 +534,8 @@ class GlobalTableReplicator(_PollingWorker):
     client is made with the DynamoDB client's endpoint, config and credentials. Give the
     clients short timeouts and few retries: a slow call delays every region's replication.
     ``delay_sampler(lag, jitter)`` draws each item's delay to each region (default
-    ``uniform_delay`` with ``random.Random(seed)``).
+    ``uniform_delay`` with ``random.Random(seed)``). ``metric_publisher`` receives the
+    ReplicationLatency datapoints (default ``moto_metric_publisher()``).
     """
 
     def __init__(
@@ -474,6 +548,7 @@ class GlobalTableReplicator(_PollingWorker):
         streams_client_factory: ClientFactory | None = None,
         delay_sampler: DelaySampler | None = None,
         seed: int | None = None,
+        metric_publisher: MetricPublisher | None = None,
     ) -> None:
         super().__init__(f"ddb-replicator-{table_name}", faults, poll_interval)
         if len(set(regions)) < 2:
@@ -502,6 +577,7 @@ class GlobalTableReplicator(_PollingWorker):
         self._echoes_dropped = 0
         self._repairs = 0
         self._delays: deque[float] = deque(maxlen=_DELAY_WINDOW)
+        self._latency = _LatencyMetric(table_name, metric_publisher or moto_metric_publisher())
 
     # Clients ----------------------------------------------------------------------------
 
@@ -547,6 +623,10 @@ class GlobalTableReplicator(_PollingWorker):
     def _pending_count(self) -> int:
         return super()._pending_count() + self._in_flight
 
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        self._latency.flush()  # the seconds not published yet
+
     def _live_sources(self) -> Iterable[str]:
         return [r for r in self.regions if not self.faults.is_down(r)]
 
@@ -560,6 +640,7 @@ class GlobalTableReplicator(_PollingWorker):
                 break
             self._poll_stream(region)
         next_due = self._deliver_due()
+        self._latency.flush(time.time())
         if self._more_to_read:
             return 0.0
         # While records flow, look again sooner: detection is most of a delivery's delay.
@@ -877,15 +958,17 @@ class GlobalTableReplicator(_PollingWorker):
                 self._remember_echo((target, delivery.key, _fingerprint(version.image)), stamp)
                 state.awaiting.setdefault(target, []).append(stamp)
             state.accepted[target] = max(state.accepted.get(target, stamp), stamp)
+            delay = None if delivery.repair else max(0.0, applied_at - version.written_at)
             with self._lock:
                 self._in_flight -= 1
                 self._applied += 1
-                if delivery.repair:
+                if delay is None:
                     self._repairs += 1
                 else:
-                    delay = max(0.0, applied_at - version.written_at)
                     self._delays.append(delay)
                     self._last_delay[f"{delivery.source}->{target}"] = round(delay, 3)
+            if delay is not None:
+                self._latency.add(delivery.source, target, applied_at, delay)
         self._mark_written()
 
     def _requeue(self, target: str, staged: list[tuple[_Delivery, _Version]], error: Exception) -> None:
