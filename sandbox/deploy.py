@@ -31,6 +31,7 @@ from samtranslator.yaml_helper import yaml_parse
 
 from sandbox.cloud import ACCOUNT_ID, Cloud
 from sandbox.functions import FunctionSpec, Runtime
+from sandbox.schedules import ScheduledRule, ScheduleError, scheduled_rule
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Deployment:
     outputs: dict[str, str] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
     seconds: float = 0.0
+    schedules: list[ScheduledRule] = field(default_factory=list)  # fired by sandbox.schedules
 
     @property
     def is_app_region(self) -> bool:
@@ -338,6 +340,28 @@ class Deployer:
                     )
         return routes
 
+    def _schedules(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[ScheduledRule]:
+        """The enabled `Schedule` events of the functions deployed here, as EventBridge keeps
+        them (SAM names each rule `<function><event>`). A cron() one is refused."""
+        events = self.cloud.client("events", env.region)
+        rules = []
+        for logical, resource in self.sam["Resources"].items():
+            if resource["Type"] != "AWS::Serverless::Function" or logical not in resources:
+                continue
+            for name, event in (resource["Properties"].get("Events") or {}).items():
+                if event["Type"] != "Schedule":
+                    continue
+                rule_name = resources[f"{logical}{name}"]["PhysicalResourceId"]
+                rule = events.describe_rule(Name=rule_name)
+                if rule.get("State", "ENABLED") != "ENABLED":
+                    continue
+                targets = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+                try:
+                    rules.append(scheduled_rule(env.region, logical, rule, targets))
+                except ScheduleError as error:
+                    raise ScheduleError(f"{logical} event {name} in {env.region}: {error}") from None
+        return rules
+
     # --- The whole deploy ---------------------------------------------------------------------
 
     def deploy(self, env: Environment) -> Deployment:
@@ -376,7 +400,10 @@ class Deployer:
         resources = self._stack_resources(env, env.stack_name)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
         self._register_functions(env, resources)
-        deployment = Deployment(env, outputs, self._routes(env, resources), time.monotonic() - started)
+        schedules = self._schedules(env, resources)
+        deployment = Deployment(
+            env, outputs, self._routes(env, resources), time.monotonic() - started, schedules
+        )
         logger.info("deployed %s (%s) in %.2f s", env.region, env.role, deployment.seconds)
         return deployment
 

@@ -1,8 +1,9 @@
 """The whole multi-region system on one machine: start, serve, stop.
 
 `Sandbox.start()` brings up, in order: the AWS endpoint (moto), the deploy of every
-region role, each app region's API, global-table replication, health checks and the
-global endpoint, and the admin endpoint; then writes the endpoints file. `stop()` takes
+region role, each app region's API, each region's schedules (EventBridge rules firing
+their functions), global-table replication, health checks and the global endpoint, and
+the admin endpoint; then writes the endpoints file. `stop()` takes
 it all down in reverse order and removes the file.
 """
 
@@ -25,6 +26,7 @@ from sandbox.faults import FaultError, FaultState
 from sandbox.functions import DEFAULT_CONTAINERS, FunctionError, Runtime, connect_moto_lambda
 from sandbox.replication import GlobalTableReplicator
 from sandbox.router import GlobalEndpointServer, GlobalRouter, HealthChecker
+from sandbox.schedules import Scheduler
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,7 @@ class Sandbox:
         self.deployments: list[Deployment] = []
         self.runtime: Runtime | None = None
         self.apis: dict[str, RegionalApi] = {}
+        self.schedulers: list[Scheduler] = []
         self.replicator: GlobalTableReplicator | None = None
         self.health: HealthChecker | None = None
         self.global_endpoint: GlobalEndpointServer | None = None
@@ -129,6 +132,10 @@ class Sandbox:
                 api.start()
                 self.apis[region] = api
                 deployment.outputs["ApiUrl"] = api.url
+            if deployment.schedules:
+                scheduler = Scheduler(self.runtime, self.faults, deployment.schedules)
+                scheduler.start()
+                self.schedulers.append(scheduler)
 
         table = self.deployments[0].outputs["TableName"]
         self.replicator = GlobalTableReplicator(
@@ -166,6 +173,7 @@ class Sandbox:
             "health": self.health.status() if self.health else None,
             "invocations": self.runtime.invocations,
             "functions": self.runtime.stats(),
+            "schedules": {k: v for s in self.schedulers for k, v in s.stats().items()},
             "startupSeconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -249,7 +257,8 @@ class Sandbox:
         stoppers: list[Any] = []
         if self.admin is not None:
             stoppers += [self.admin.shutdown, self.admin.server_close]
-        for part in (self.global_endpoint, self.health, self.replicator, *self.apis.values()):
+        parts = (self.global_endpoint, self.health, self.replicator, *self.schedulers, *self.apis.values())
+        for part in parts:
             if part is not None:
                 stoppers.append(part.stop)
         if self.runtime is not None:
