@@ -16,7 +16,12 @@ replication delay under that load, the global endpoint's added latency.
    configured lag (the API's writes run first, so the replicator's window holds theirs);
 4. routing overhead: the same GET sent directly to a region and through the global
    endpoint, alternately; the ratio of medians (and of p95s);
-5. read throughput: GETs per second through the global endpoint.
+5. read throughput: GETs per second through the global endpoint;
+6. the cost of fencing by condition: one client writes the same item record, alternately
+   as a plain conditional put (the write before fencing by condition) and as the guarded
+   transaction every item write is now (the put, the permit check, the journal entry,
+   built by the product's own code), straight to the primary's DynamoDB endpoint; p50
+   and p99 of each, in the same run.
 """
 
 from __future__ import annotations
@@ -119,6 +124,67 @@ def global_post(target: Target) -> Callable[[int], Callable[[], bool]]:
     return work
 
 
+def fencing_cost(target: Target, table: str, region: str, samples: int) -> dict[str, Any]:
+    """Write latency without and with the permit condition (and journal entry), alternated."""
+    from multiregion import journal, permits
+
+    client = target.table(region).meta.client  # a resource's client: serializes Python values
+    control = f"{table}-control"
+    permit = permits.initial_permit(region, leased=False)  # active-active: the permit check of epoch 0
+    plain: list[float] = []
+    guarded: list[float] = []
+
+    def record() -> dict[str, Any]:
+        item_id = uuid.uuid4().hex
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        return {
+            "pk": f"ITEM#{item_id}",
+            "sk": "ITEM",
+            "gsi1pk": "ITEM",
+            "gsi1sk": f"{now}#{item_id}",
+            "id": item_id,
+            "name": "bench",
+            "description": "",
+            "tags": [],
+            "version": 1,
+            "revision": uuid.uuid4().hex[:12],
+            "createdAt": now,
+            "updatedAt": now,
+            "updatedRegion": region,
+            "epoch": 0,
+        }
+
+    for _ in range(samples):
+        item = record()
+        t0 = time.perf_counter()
+        client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        plain.append((time.perf_counter() - t0) * 1000)
+
+        item = record()
+        shard = permits.shard_of(item["id"], 16)
+        entry = journal.JournalEntry(
+            id=item["id"], op="put", version=1, revision=item["revision"], updatedAt=item["updatedAt"]
+        )
+        actions = [
+            {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+            permits.condition_check(control, permit, shard, time.time(), leased=False),
+            journal.put_action(control, shard, entry),
+        ]
+        t0 = time.perf_counter()
+        client.transact_write_items(TransactItems=actions)
+        guarded.append((time.perf_counter() - t0) * 1000)
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {"p50": round(percentile(values, 0.50), 2), "p99": round(percentile(values, 0.99), 2)}
+
+    return {
+        "samples_each": samples,
+        "plain_conditional_put_ms": summary(plain),
+        "guarded_transaction_ms": summary(guarded),
+        "p50_ratio": round(percentile(guarded, 0.5) / percentile(plain, 0.5), 2),
+    }
+
+
 def replication_delays(target: Target) -> dict[str, Any]:
     replication = requests.get(f"{target.admin_url}/status", timeout=10).json()["replication"]
     return replication.get("delaySeconds", {})
@@ -176,6 +242,8 @@ def main() -> None:
                 )
 
             reads = run_clients(args.clients, args.seconds, reader)
+            settle(target)
+            fencing = fencing_cost(target, table, region, args.requests)
         finally:
             sandbox.stop()
 
@@ -206,6 +274,7 @@ def main() -> None:
             "p95": round(percentile(routed, 0.95) / percentile(direct, 0.95), 2),
         },
         "global_reads_per_second": round(reads, 1),
+        "write_latency_fencing_by_condition": fencing,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -456,6 +456,26 @@ def _fencing_explains(
     return False
 
 
+LEASE_FAULTS = FAULTS_CAUSING_5XX | {"partition"}
+
+
+def _lease_explains(history: History, attempt: Attempt) -> bool:
+    """Active-passive: the writer refuses writes once its lease runs out, without any state
+    change, when a fault kept its renewer from a majority (its region down, throttled or
+    slow; cut off). Such a refusal is explained by a fault on its region within one lease
+    (and a renewal round) before the request."""
+    if history.mode != "active-passive" or attempt.region is None:
+        return False
+    profile = history.profile
+    window = profile.lease_seconds + profile.lease_renew + 2.0 * profile.function_timeout
+    return any(
+        f.kind in LEASE_FAULTS
+        and (not f.regions or attempt.region in f.regions)
+        and f.active(attempt.start - window, attempt.end)
+        for f in history.faults
+    )
+
+
 def no_unexplained_5xx(history: History) -> list[Violation]:
     profile = history.profile
     grace = 2.0 * profile.function_timeout + 2.0
@@ -465,7 +485,9 @@ def no_unexplained_5xx(history: History) -> list[Violation]:
         if attempt.status is None or attempt.status < 500:
             continue
         if attempt.fenced:
-            if _fencing_explains(changes, attempt, history.faults, profile):
+            if _fencing_explains(changes, attempt, history.faults, profile) or _lease_explains(
+                history, attempt
+            ):
                 continue
         elif any(_fault_explains(f, attempt, grace) for f in history.faults):
             continue

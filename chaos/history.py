@@ -24,8 +24,13 @@ class Profile(BaseModel):
 
     state_cache_ttl: int = 1
     function_timeout: int = 3
-    catch_up_deadline: int = 10
+    catch_up_deadline: int = 15
     catch_up_poll: int = 1
+    # Active-passive write lease: long enough that a latency fault (function-timeout, up
+    # to about the function timeout per call) cannot make the writer miss it.
+    lease_seconds: int = 8
+    lease_renew: int = 2
+    clock_skew: int = 1
     hold_down: int = 0
     health_interval: float = 0.5
     health_threshold: int = 2
@@ -34,14 +39,16 @@ class Profile(BaseModel):
     client_timeout: float = 6.0
 
     @property
-    def drain_seconds(self) -> int:
-        return self.state_cache_ttl + self.function_timeout
+    def takeover_wait(self) -> int:
+        """The longest a forced takeover waits for a revoked lease to run out."""
+        return self.lease_seconds + self.clock_skew + self.function_timeout
 
     @property
     def workflow_deadline(self) -> float:
-        """The longest a workflow may run: drain, the catch-up deadline, and each of its
-        Lambda steps allowed its timeout once more (a step held by a latency fault)."""
-        return float(self.drain_seconds + self.catch_up_deadline + 6 * self.function_timeout + 10)
+        """The longest a workflow may run: a forced takeover's lease wait, the catch-up
+        deadline, and each of its Lambda steps allowed its timeout once more (a step held
+        by a latency fault)."""
+        return float(self.takeover_wait + self.catch_up_deadline + 6 * self.function_timeout + 10)
 
     def parameters(self, mode: Mode) -> dict[str, str]:
         return {
@@ -51,6 +58,9 @@ class Profile(BaseModel):
             "CatchUpDeadlineSeconds": str(self.catch_up_deadline),
             "CatchUpPollSeconds": str(self.catch_up_poll),
             "HoldDownSeconds": str(self.hold_down),
+            "LeaseSeconds": str(self.lease_seconds),
+            "LeaseRenewSeconds": str(self.lease_renew),
+            "ClockSkewSeconds": str(self.clock_skew),
         }
 
     def sandbox_args(self, mode: Mode) -> list[str]:

@@ -44,6 +44,9 @@ class Admin:
         response = requests.post(f"{self.url}/faults", json={"command": command, "args": args}, timeout=10)
         response.raise_for_status()
 
+    def reset_metrics(self) -> None:
+        requests.post(f"{self.url}/reset-metrics", timeout=10).raise_for_status()
+
     def settle(self, timeout: float = SETTLE_SECONDS) -> bool:
         response = requests.post(f"{self.url}/settle", json={"timeout": timeout}, timeout=timeout + 10)
         return response.status_code == 200
@@ -77,12 +80,16 @@ def reset(target: Target, admin: Admin, profile: Profile) -> None:
     initial state), no maintenance switch; caches expired and health checks green."""
     heal_everything(admin, target, profile)
     admin.settle()
-    for region in target.region_urls:
-        table = target.table(region)
+    tables = [target.table(region) for region in target.region_urls]
+    # Write permits, lease grants and journals: every region's control table, the
+    # service region's included (a grant left from the last seed would refuse the lease).
+    tables += [target.control_table(region) for region in target.outputs]
+    for table in tables:
         with table.batch_writer() as batch:
             for record in _scan(table, ProjectionExpression="pk, sk"):
                 batch.delete_item(Key={"pk": record["pk"], "sk": record["sk"]})
     admin.settle()
+    admin.reset_metrics()  # the last seed's ReplicationLatency must not gate this one
     time.sleep(profile.state_cache_ttl + 0.2)
     deadline = time.time() + 15
     while not admin.healthy() and time.time() < deadline:
@@ -219,7 +226,9 @@ def run_seed(
     heal_everything(admin, target, profile)  # the plan healed all; this only makes sure
     settled = admin.settle()
     time.sleep(profile.state_cache_ttl)
-    probe(endpoints, recorder, run_tag, time.time() + 4 * profile.drain_seconds, profile.client_timeout)
+    # The final probe gets long enough for a writer whose lease lapsed under a fault to renew it.
+    probe_window = 4 * (profile.state_cache_ttl + profile.function_timeout) + profile.lease_seconds
+    probe(endpoints, recorder, run_tag, time.time() + probe_window, profile.client_timeout)
     settled = admin.settle() and settled
     history = History(
         seed=seed,

@@ -177,6 +177,21 @@ class Sandbox:
             "startupSeconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
+    def reset_metrics(self) -> int:
+        """Forget every CloudWatch datapoint (tests and chaos seeds that start a fresh
+        system: a ReplicationLatency spike of the last one must not gate the next)."""
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        if self.replicator is not None:
+            self.replicator.discard_latency_metric()
+        cleared = 0
+        for account in list(cloudwatch_backends):
+            for region in list(cloudwatch_backends[account]):
+                backend = cloudwatch_backends[account][region]
+                cleared += len(backend.metric_data)
+                backend.metric_data = []
+        return cleared
+
     def invoke(self, function: str, region: str, event: Any) -> dict[str, Any]:
         try:
             return {"result": self.runtime.invoke(region, function, event)}
@@ -215,11 +230,13 @@ class Sandbox:
                         self._json(
                             200, sandbox.invoke(body["function"], body["region"], body.get("event", {}))
                         )
+                    elif self.path == "/reset-metrics":
+                        self._json(200, {"cleared": sandbox.reset_metrics()})
                     elif self.path == "/settle":
                         idle = sandbox.replicator.wait_until_idle(float(body.get("timeout", 30)))
                         self._json(200 if idle else 504, {"idle": idle, **sandbox.replicator.stats()})
                     else:
-                        self._json(404, {"message": "POST /faults, /invoke or /settle"})
+                        self._json(404, {"message": "POST /faults, /invoke, /settle or /reset-metrics"})
                 except (FaultError, LookupError, ValueError, KeyError, TypeError) as error:
                     self._json(
                         400,

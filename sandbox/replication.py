@@ -493,6 +493,11 @@ class _LatencyMetric:
             stats[2] = min(stats[2], millis)
             stats[3] = max(stats[3], millis)
 
+    def discard(self) -> None:
+        """Forget the seconds not published yet (a reset of the metric's history)."""
+        with self._lock:
+            self._seconds.clear()
+
     def flush(self, now: float | None = None) -> None:
         """Publish the seconds that have ended before `now` (all of them without `now`)."""
         with self._lock:
@@ -578,6 +583,10 @@ class GlobalTableReplicator(_PollingWorker):
         self._repairs = 0
         self._delays: deque[float] = deque(maxlen=_DELAY_WINDOW)
         self._latency = _LatencyMetric(table_name, metric_publisher or moto_metric_publisher())
+
+    def discard_latency_metric(self) -> None:
+        """Drop the ReplicationLatency datapoints not published yet (see Sandbox.reset_metrics)."""
+        self._latency.discard()
 
     # Clients ----------------------------------------------------------------------------
 

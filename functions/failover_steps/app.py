@@ -3,8 +3,8 @@
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from multiregion.failover import run_step, workflow_config
 from multiregion.settings import get_settings
+from multiregion.workflow.dispatch import run_step
 
 logger = Logger()
 tracer = Tracer()
@@ -15,4 +15,4 @@ tracer = Tracer()
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     settings = get_settings()
     logger.append_keys(region=settings.region, step=event.get("action"))
-    return run_step(event, settings, workflow_config())
+    return run_step(event, settings)

@@ -10,7 +10,9 @@ from typing import Any
 import botocore.session
 import pytest
 
-from multiregion import failover
+from multiregion.workflow.dispatch import STEPS
+from multiregion.workflow.errors import WORKFLOW_ERRORS
+from multiregion.workflow.models import WorkflowInput
 from tests.support import cfn
 
 MACHINES = {"FailoverStateMachine": "failover", "FailbackStateMachine": "failback"}
@@ -34,11 +36,7 @@ def _dynamodb_errors() -> set[str]:
 
 
 def _workflow_errors() -> set[str]:
-    return {
-        cls.__name__
-        for cls in vars(failover).values()
-        if isinstance(cls, type) and issubclass(cls, failover.WorkflowError)
-    }
+    return {cls.__name__ for cls in WORKFLOW_ERRORS}
 
 
 @pytest.mark.parametrize(("logical_id", "name"), MACHINES.items())
@@ -67,12 +65,14 @@ def test_every_task_has_a_timeout_and_exact_retry_names(name: str) -> None:
 @pytest.mark.parametrize("name", MACHINES.values())
 def test_every_lambda_action_exists_and_every_state_is_reachable(name: str) -> None:
     states = definition(name)["States"]
-    actions = {
-        s["Parameters"]["Payload"]["action"]
-        for s in states.values()
-        if "lambda:invoke" in s.get("Resource", "")
-    }
-    assert actions <= {"plan", "report", *failover.STEP_ACTIONS}
+    for state_name, state in states.items():
+        if "lambda:invoke" not in state.get("Resource", ""):
+            continue
+        payload = state["Parameters"]["Payload"]
+        # The real dispatcher's table: the action exists and gets every field it needs.
+        assert payload["action"] in STEPS, state_name
+        sent = {key.removesuffix(".$") for key in payload}
+        assert set(STEPS[payload["action"]].needs) <= sent, (state_name, STEPS[payload["action"]].needs, sent)
 
     reachable, frontier = set(), [definition(name)["StartAt"]]
     while frontier:
@@ -88,14 +88,23 @@ def test_every_lambda_action_exists_and_every_state_is_reachable(name: str) -> N
     assert reachable == set(states)
 
 
-def test_the_workflow_errors_the_definitions_may_see_are_the_steps_own() -> None:
-    assert {
-        "InvalidInput",
-        "FailoverInProgress",
-        "HoldDownActive",
-        "WrongRegion",
-        "RegionUnreachable",
-    } <= _workflow_errors()
+@pytest.mark.parametrize("name", MACHINES.values())
+def test_every_step_error_is_caught_and_a_failure_after_the_fence_unfences(name: str) -> None:
+    """The steps raise WorkflowError subclasses (named by class) and AWS errors; every
+    Lambda task catches them all. Between the fence and the promotion a failure must give
+    the writes back (Unfence), never leave the state FENCED; the fence step un-fences
+    itself when it cannot stand."""
+    assert {"RegionUnreachable", "NoMajority", "CatchUpTooSlow", "InvalidInput"} <= _workflow_errors()
+    states = definition(name)["States"]
+    for state_name, state in states.items():
+        if "lambda:invoke" not in state.get("Resource", ""):
+            continue
+        catches = {n: c["Next"] for c in state["Catch"] for n in c["ErrorEquals"]}
+        assert "States.ALL" in catches, state_name
+        action = state["Parameters"]["Payload"]["action"]
+        if action in ("catch_up", "promote"):
+            assert catches["States.ALL"] == "Unfence", state_name
+    assert states["CatchUpTimedOut"]["Next"] == "Unfence"
 
 
 def test_events_hold_a_ready_input_for_each_workflow() -> None:
@@ -103,4 +112,4 @@ def test_events_hold_a_ready_input_for_each_workflow() -> None:
     names = {p.stem for p in folder.glob("*.json")}
     assert {"failover", "failback", "failover-forced", "failover-dry-run"} <= names
     for path in folder.glob("*.json"):
-        failover.WorkflowInput.model_validate(json.loads(path.read_text()))
+        WorkflowInput.model_validate(json.loads(path.read_text()))

@@ -4,9 +4,11 @@ interpreter in a sandbox, asserting on each execution's history and output."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from multiregion import appstate, control
 from tests.support.cfn import load_event
 from tests.support.target import SandboxProcess, Target
 
-# The production formula with short inputs: drain = 1 + 3 s; catch-up deadline 10 s.
+# Production's formulas with short inputs: a forced takeover of an unreachable primary
+# waits its lease (4 s) + clock skew (1 s) + the write timeout (3 s); catch-up deadline 10 s.
 PARAMETERS = {
     "AppMode": "active-passive",
     "StateCacheTtlSeconds": "1",
@@ -27,6 +30,9 @@ PARAMETERS = {
     "CatchUpDeadlineSeconds": "10",
     "CatchUpPollSeconds": "1",
     "HoldDownSeconds": "0",
+    "LeaseSeconds": "4",
+    "LeaseRenewSeconds": "1",
+    "ClockSkewSeconds": "1",
 }
 SANDBOX_ARGS = ["--health-interval", "0.5", "--health-threshold", "2", "--replication-lag", "0.2"]
 DEADLINE = 90  # no execution may run longer in these tests
@@ -45,19 +51,38 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 
 @pytest.fixture(autouse=True)
 def clean_state(target: Target) -> Iterator[None]:
-    """Every test starts from the initial state: no state record, no faults, no maintenance."""
+    """Every test starts from the initial state: no state record, no faults, no maintenance,
+    no permit, grant or journal, no ReplicationLatency history; the primary's lease renewed."""
+    wait_for_writer(target)
     yield
     for region in target.region_urls:
         target.fault("heal", region)
+    target.fault("heal-partition", target.primary, target.secondary)
     target.fault("replication-resume")
     settle(target)  # a backlog delivered after the clean-up would bring old records back
     for region in target.region_urls:
-        # State, its audit trail, sentinels, maintenance switches: every control record.
+        # State, its audit trail, probes, maintenance switches: every control record.
         table = target.table(region)
         records = table.query(KeyConditionExpression=Key("pk").eq(control.CONTROL_PK))["Items"]
         for record in records:
             table.delete_item(Key={"pk": record["pk"], "sk": record["sk"]})
+    for region in target.outputs:
+        table = target.control_table(region)
+        for record in table.scan(ProjectionExpression="pk, sk")["Items"]:
+            table.delete_item(Key={"pk": record["pk"], "sk": record["sk"]})
+    target.reset_metrics()
     settle(target)
+
+
+def wait_for_writer(target: Target, timeout: float = 30.0) -> None:
+    """The primary's renewer has taken (or renewed) its lease: it accepts writes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = requests.get(f"{target.region_urls[target.primary]}/state", timeout=10).json()
+        if state["canWrite"]:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"the primary took no lease within {timeout} s")
 
 
 def settle(target: Target) -> None:
@@ -82,6 +107,7 @@ def finish(target: Target, region: str, execution: str) -> dict[str, Any]:
             described["states"] = [
                 e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
             ]
+            described["events"] = events
             described["report"] = json.loads(described.get("output") or "null")
             return described
         time.sleep(0.3)
@@ -101,6 +127,22 @@ def failover_input(**extra: Any) -> dict[str, Any]:
     return {**load_event("statemachines/failover.json"), **extra}
 
 
+def seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def promoted_at(result: dict[str, Any]) -> str:
+    """When the promotion landed (the state's change time), from the execution's history."""
+    outputs = [
+        json.loads(e["taskSucceededEventDetails"]["output"])["Payload"]
+        for e in result["events"]
+        if "taskSucceededEventDetails" in e
+    ]
+    return next(
+        o["at"] for o in outputs if isinstance(o, dict) and o.get("operation") in ("promote", "activate")
+    )
+
+
 def in_order(states: list[str], *expected: str) -> bool:
     """`expected` appear in `states` in this order (other states may come between)."""
     remaining = iter(states)
@@ -118,20 +160,20 @@ def test_planned_failover_then_failback(target: Target) -> None:
         result["states"],
         "Plan",
         "Fence",
-        "Drain",
-        "WriteSentinel",
-        "ReadSentinel",
-        "MarkSeen",
-        "ReplicationGate",
+        "StartCatchUp",
+        "CatchUp",
         "Promote",
         "FlipRouting",
         "Report",
         "Done",
     )
+    assert "WaitOutLease" not in result["states"]  # the fence landed in the primary's permits
     report = result["report"]
     assert (report["from"], report["to"], report["epoch"], report["writers"]) == (p, s, 2, [s])
-    assert report["steps"]["drain"] >= 4  # StateCacheTtlSeconds 1 + ApiFunctionTimeoutSeconds 3
-    assert report["sentinelRoundTripSeconds"] is not None
+    assert report["fence"]["permitFenced"] is True
+    assert report["catchUp"]["complete"] is True
+    assert report["catchUp"]["gate"]["status"] == "open"
+    assert report["trustedWindow"]["from"] < report["trustedWindow"]["to"]
     history = target.table(s).query(
         KeyConditionExpression=Key("pk").eq(control.CONTROL_PK)
         & Key("sk").begins_with(appstate.AUDIT_SK_PREFIX)
@@ -140,7 +182,6 @@ def test_planned_failover_then_failback(target: Target) -> None:
     assert all(
         h["changedBy"] == "oncall@example.com" and h["executionId"] == result["executionArn"] for h in history
     )
-    assert "not counted" in report["replicationGate"]["evidence"]
     for region in (p, s):
         assert state_in(target, region)["state"] == "FAILOVER"
 
@@ -158,18 +199,7 @@ def test_planned_failover_then_failback(target: Target) -> None:
     back = run(target, p, "Failback", {**load_event("statemachines/failback.json")})
 
     assert back["status"] == "SUCCEEDED", back.get("cause")
-    assert in_order(
-        back["states"],
-        "Plan",
-        "Reconcile",
-        "Fence",
-        "Drain",
-        "WriteSentinel",
-        "MarkSeen",
-        "Promote",
-        "FlipRouting",
-        "Done",
-    )
+    assert in_order(back["states"], "Plan", "Reconcile", "Fence", "CatchUp", "Promote", "FlipRouting", "Done")
     assert (back["report"]["epoch"], back["report"]["writers"]) == (4, [p])
     assert back["report"]["reconciliation"]
     assert requests.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
@@ -180,18 +210,17 @@ def test_planned_failover_then_failback(target: Target) -> None:
 
 @pytest.mark.timeout(120)
 def test_catch_up_deadline_missed_unfences_and_fails_clearly(target: Target) -> None:
-    target.fault("replication-pause")  # the sentinel can never arrive
+    target.fault("replication-pause")  # nothing replicates: the proof cannot complete
 
     result = run(target, target.secondary, "Failover", failover_input())
 
     assert result["status"] == "FAILED"
     assert result["error"] == "CatchUpTimeout"
-    assert "did not replicate within 10 s" in result["cause"]
+    assert "did not complete within 10 s" in result["cause"]
     assert in_order(
         result["states"],
         "Fence",
-        "Drain",
-        "WriteSentinel",
+        "CatchUp",
         "PollAgain",
         "CatchUpMissed",
         "CatchUpTimedOut",
@@ -237,10 +266,10 @@ def test_dry_run_reports_the_plan_and_changes_nothing(target: Target) -> None:
     assert result["status"] == "SUCCEEDED"
     assert result["states"] == ["Plan", "Decide", "DryRun"]
     plan = result["report"]["plan"]
-    assert (plan["fenceRegion"], plan["promoteRegion"], plan["drainSeconds"]) == (
+    assert (plan["fenceRegion"], plan["promoteRegion"], plan["catchUpDeadlineSeconds"]) == (
         target.primary,
         target.secondary,
-        4,
+        10,
     )
     for region in target.region_urls:
         assert target.table(region).get_item(Key=appstate.STATE_KEY).get("Item") is None
@@ -271,9 +300,8 @@ def test_forced_failover_with_the_primary_api_down_reports_exactly_what_is_at_ri
     result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
 
     assert result["status"] == "SUCCEEDED", result.get("cause")
-    assert in_order(
-        result["states"], "Fence", "WriteSentinel", "CatchUpMissed", "AssessDataAtRisk", "Promote"
-    )
+    assert in_order(result["states"], "Fence", "CatchUp", "CatchUpMissed", "Promote")
+    assert "WaitOutLease" not in result["states"]  # its table answers: the permits were fenced
     at_risk = result["report"]["dataAtRisk"]
     in_secondary = {r["id"] for r in target.table(s).scan()["Items"] if r["pk"].startswith("ITEM#")}
     actually_lost = sorted(set(written) - in_secondary)
@@ -292,11 +320,65 @@ def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknow
     result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
 
     assert result["status"] == "SUCCEEDED", result.get("cause")
-    assert "ReadSentinel" not in result["states"]  # no sentinel could be written
+    # Unreachable: the lease moved at the secondary and the witness, and ran out first
+    # (WaitOutLease waits for whatever of it the fence's own attempts did not use up).
+    assert in_order(result["states"], "Fence", "LeaseToRunOut", "CatchUp", "Promote")
+    fence = result["report"]["fence"]
+    assert fence["permitFenced"] is False
+    # Promoted only after the last lease the primary was granted ran out, plus clock skew
+    # (1 s) and a write request's longest flight (the function timeout, 3 s).
+    assert seconds(fence["writesStoppedAt"]) == pytest.approx(seconds(fence["lastGrantEndsAt"]) + 4, abs=0.01)
+    assert seconds(promoted_at(result)) >= seconds(fence["writesStoppedAt"])
     at_risk = result["report"]["dataAtRisk"]
     assert at_risk["known"] is False
-    assert at_risk["lastReplicatedWriteAt"]
+    assert "journal could not be read" in at_risk["reason"]
     assert state_in(target, s)["writers"] == [s]
+
+
+@pytest.mark.timeout(150)
+def test_partition_and_forced_takeover_never_yield_two_writers(target: Target) -> None:
+    """The app regions cannot reach each other; the secondary takes over by force while a
+    client keeps writing to the old primary. From the recorded answers: every write the
+    old primary acknowledged ended before the secondary was promoted, and the old primary's
+    /health said why it stopped."""
+    p, s = target.primary, target.secondary
+    target.fault("partition", p, s)
+    stop = threading.Event()
+    answers: list[tuple[float, float, int]] = []  # (sent, answered, status) of writes to p
+
+    def write_to_primary() -> None:
+        while not stop.is_set():
+            sent = time.time()
+            try:
+                status = requests.post(
+                    f"{target.region_urls[p]}/items", json={"name": "p"}, timeout=5
+                ).status_code
+            except requests.RequestException:
+                status = 0
+            answers.append((sent, time.time(), status))
+            time.sleep(0.1)
+
+    writer = threading.Thread(target=write_to_primary, daemon=True)
+    writer.start()
+    try:
+        result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
+        time.sleep(2)
+        health = requests.get(f"{target.region_urls[p]}/health", timeout=10).json()
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+
+    assert result["status"] == "SUCCEEDED", result.get("cause")
+    fence = result["report"]["fence"]
+    assert fence["permitFenced"] is False  # unreachable: the lease decided
+    assert seconds(promoted_at(result)) >= seconds(fence["writesStoppedAt"])
+    acknowledged = [a for a in answers if a[2] == 201]
+    assert acknowledged, "the old primary should have written until its lease ended"
+    assert max(answered for _, answered, _ in acknowledged) < seconds(promoted_at(result))
+    assert any(status == 503 for _, _, status in answers)
+    assert "writes" in health["failed"]
+    assert "write lease expired" in health["checks"]["writes"]["detail"]
+    assert requests.post(f"{target.region_urls[s]}/items", json={"name": "s"}, timeout=10).status_code == 201
 
 
 @pytest.mark.timeout(300)

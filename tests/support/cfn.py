@@ -40,6 +40,18 @@ def create_table_kwargs(table_name: str | None = None) -> dict[str, Any]:
     return replica_table_definition(global_table_properties(), name)
 
 
+def create_control_table_kwargs(table_name: str) -> dict[str, Any]:
+    """CreateTable arguments for a region's control table (`<table>-control`), from the
+    template's ControlTable."""
+    props = template()["Resources"]["ControlTable"]["Properties"]
+    return {
+        "TableName": f"{table_name}-control",
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props["BillingMode"],
+    }
+
+
 def load_event(relative: str) -> dict[str, Any]:
     return json.loads((EVENTS / relative).read_text())
 

@@ -61,6 +61,20 @@ class Target:
             )
         return boto3.resource("dynamodb", **kwargs).Table(self.table_name)
 
+    def control_table(self, region: str) -> Any:
+        """A region's control table: write permits, lease grant, write journal."""
+        kwargs: dict[str, Any] = {"region_name": region}
+        if self.aws_endpoint:
+            kwargs.update(
+                endpoint_url=self.aws_endpoint, aws_access_key_id="sandbox", aws_secret_access_key="sandbox"
+            )
+        return boto3.resource("dynamodb", **kwargs).Table(f"{self.table_name}-control")
+
+    def reset_metrics(self) -> None:
+        """Sandbox only: forget every CloudWatch datapoint (a fresh system's history)."""
+        assert self.admin_url, "resetting metrics needs the sandbox's admin endpoint"
+        requests.post(f"{self.admin_url}/reset-metrics", timeout=10).raise_for_status()
+
     def set_maintenance(self, region: str, enabled: bool, reason: str = "integration test") -> None:
         """Take a region out of (or back into) routing through its /health."""
         control.set_maintenance(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import boto3
 import pytest
 
 from functions.app_state import app as state_app
 from functions.items_api import app as items_app
-from multiregion import appstate
+from multiregion import appstate, permits
 from tests.support.cfn import load_event
 from tests.support.responses import body, header
-from tests.unit.conftest import REGION, SECONDARY
+from tests.unit.conftest import REGION, SECONDARY, TABLE
 
 WRITE_EVENTS = ["create.json", "replace.json", "delete.json"]
 ENDPOINTS = f"{REGION}=https://ca.example.com/v1,{SECONDARY}=https://us.example.com/v1"
@@ -24,6 +25,10 @@ def items(name: str, ctx: Any) -> dict[str, Any]:
 
 def get_state(ctx: Any) -> dict[str, Any]:
     return state_app.lambda_handler(copy.deepcopy(load_event("app_state/get.json")), ctx)
+
+
+def control() -> Any:
+    return boto3.resource("dynamodb", region_name=REGION).Table(f"{TABLE}-control")
 
 
 def put_state(table: Any, state: appstate.AppState) -> None:
@@ -84,27 +89,16 @@ def test_reads_are_never_fenced(table: Any, lambda_context: Any) -> None:
     assert (state["state"], state["canWrite"], state["writers"]) == ("FENCED", False, [])
 
 
-def test_active_passive_secondary_refuses_writes_primary_takes_them(
-    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+def test_writes_carry_the_epoch_of_the_permit_they_were_accepted_under(
+    table: Any, lambda_context: Any
 ) -> None:
-    monkeypatch.setenv("APP_MODE", "active-passive")
-
-    assert items("create.json", lambda_context)["statusCode"] == 201
-
-    # The same replica seen as the secondary's: the function is what knows its region.
-    monkeypatch.setenv("AWS_REGION", SECONDARY)
-    appstate.cache.clear()
-    monkeypatch.setattr("multiregion.aws.table", lambda *_a, **_k: table)
-    assert items("create.json", lambda_context)["statusCode"] == 503
-
-
-def test_writes_carry_the_epoch_they_were_accepted_under(table: Any, lambda_context: Any) -> None:
     put_state(
         table,
         appstate.promote(
-            appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-passive"), SECONDARY), REGION
+            appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-active"), SECONDARY), REGION
         ),
     )
+    permits.write(control(), permits.WritePermit(region=REGION, epoch=2, writable=True), 16)
 
     item = body(items("create.json", lambda_context))["item"]
 

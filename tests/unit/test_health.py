@@ -29,7 +29,7 @@ def test_healthy_region_is_200_with_its_checks(table: Any, lambda_context: Any) 
     assert payload["status"] == "healthy"
     assert payload["region"] == REGION
     assert payload["failed"] == []
-    assert set(payload["checks"]) == {"table", "maintenance", "config"}
+    assert set(payload["checks"]) == {"table", "maintenance", "config", "writes"}
     assert all(check["ok"] for check in payload["checks"].values())
     assert header(response, "X-Served-Region") == REGION
     assert header(response, "Cache-Control") == "no-store"

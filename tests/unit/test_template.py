@@ -16,7 +16,13 @@ PRIMARY, SECONDARY, SERVICE = (DEFAULTS[p] for p in ("PrimaryRegion", "Secondary
 ROLES = {PRIMARY: "primary", SECONDARY: "secondary", SERVICE: "service"}
 APP_REGIONS = [PRIMARY, SECONDARY]
 OUTSIDE = "eu-west-1"
-APP_FUNCTIONS = {"ItemsApiFunction", "HealthFunction", "AppStateFunction", "FailoverStepsFunction"}
+APP_FUNCTIONS = {
+    "ItemsApiFunction",
+    "HealthFunction",
+    "AppStateFunction",
+    "FailoverStepsFunction",
+    "LeaseRenewerFunction",
+}
 DOMAIN = {
     "DomainName": "api.example.com",
     "HostedZoneId": "Z0000000EXAMPLE",
@@ -92,6 +98,8 @@ def test_each_region_deploys_the_resources_of_its_role_with_no_role_given(region
     assert of_type(resources, "AWS::Lambda::Function") == functions
     assert of_type(resources, "AWS::ApiGateway::RestApi") == apis
     assert "RegionConfigParameter" in resources
+    # Every region keeps its own permits, lease grant and journal (the service region: its vote).
+    assert of_type(resources, "AWS::DynamoDB::Table") == {"ControlTable"}
 
 
 @pytest.mark.parametrize("region", list(ROLES))

@@ -1,19 +1,33 @@
-"""Server-side write fencing: every write path asks here whether this region may write.
+"""Server-side write fencing: may this region write, and under which permit.
 
-The answer comes from the application state in this region's replica, read through
-the per-container cache (one read per TTL, not one per request). Reads are never
-fenced. A region that may not write answers 503 with Retry-After and names the
-writer region(s) and their endpoints, so a client knows where to go.
+Two layers. The fast one: the application state and this region's write permit, read
+through the per-container cache (one read per TTL, not one per request); a region that
+may not write answers 503 at once, naming the writer's endpoint. The enforcing one: the
+write itself is a transaction that condition-checks the permit (multiregion.permits),
+so a write that reaches DynamoDB after a fence (or after its lease ran out) fails,
+however stale the cache was. Reads are never fenced.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
-from multiregion import appstate, aws
+from pydantic import BaseModel
+
+from multiregion import appstate, aws, journal, permits
 from multiregion.appstate import AppState
 from multiregion.errors import WriteFencedError
+from multiregion.journal import JournalEntry
+from multiregion.permits import WritePermit
 from multiregion.settings import Settings
+
+
+class RegionView(BaseModel):
+    """What a container believes about writes here: the state and this region's permit."""
+
+    state: AppState
+    permit: WritePermit
 
 
 def default_state(settings: Settings) -> AppState:
@@ -22,34 +36,78 @@ def default_state(settings: Settings) -> AppState:
     )
 
 
-def current_state(settings: Settings) -> AppState:
-    """The state as this container sees it: at most `state_cache_ttl` seconds old."""
-    table = aws.table(settings.table_name, settings.region)
+def read_view(settings: Settings) -> RegionView:
+    """Both records, strongly consistent, bypassing the cache."""
+    state = appstate.load(aws.table(settings.table_name, settings.region), default_state(settings))
+    control = aws.table(settings.control_table_name, settings.region)
+    return RegionView(state=state, permit=permits.read(control, settings.region, settings.active_passive))
+
+
+def current_view(settings: Settings) -> RegionView:
+    """The view as this container sees it: at most `state_cache_ttl` seconds old."""
     return appstate.cache.get(
-        (settings.table_name, settings.region),
-        settings.state_cache_ttl,
-        lambda: appstate.load(table, default_state(settings)),
+        (settings.table_name, settings.region), settings.state_cache_ttl, lambda: read_view(settings)
     )
 
 
-def ensure_writable(settings: Settings) -> AppState:
-    """The state under which a write is accepted, or WriteFencedError."""
-    state = current_state(settings)
-    if state.can_write(settings.region):
-        return state
-    retry_after = max(1, settings.state_cache_ttl)
+def current_state(settings: Settings) -> AppState:
+    return current_view(settings).state
+
+
+class WriteGuard:
+    """The permit one write commits under: its condition check and its journal entry."""
+
+    def __init__(self, settings: Settings, view: RegionView, now: float):
+        self.settings = settings
+        self.view = view
+        self.now = now
+
+    @property
+    def epoch(self) -> int:
+        return self.view.permit.epoch
+
+    def actions(self, entry: JournalEntry) -> list[dict[str, Any]]:
+        settings = self.settings
+        shard = permits.shard_of(entry.id, settings.write_shards)
+        table = settings.control_table_name
+        return [
+            permits.condition_check(table, self.view.permit, shard, self.now, settings.active_passive),
+            journal.put_action(table, shard, entry.model_copy(update={"epoch": self.epoch})),
+        ]
+
+
+def ensure_writable(settings: Settings, fresh: bool = False) -> WriteGuard:
+    """The guard under which a write is attempted, or WriteFencedError (503)."""
+    if fresh:
+        appstate.cache.clear()
+    view = current_view(settings)
+    now = time.time()
+    if view.state.can_write(settings.region) and view.permit.valid(now, settings.active_passive):
+        return WriteGuard(settings, view, now)
+    raise fenced_error(settings, view, now)
+
+
+def fenced_error(settings: Settings, view: RegionView, now: float | None = None) -> WriteFencedError:
+    state, permit = view.state, view.permit
+    now = time.time() if now is None else now
+    why = (
+        f"state {state.state}, epoch {state.epoch}"
+        if not state.can_write(settings.region)
+        else permit.refusal(now, settings.active_passive)
+    )
+    writers = [w for w in state.writers if w != settings.region] or state.writers
     details: dict[str, Any] = {
         "state": state.state,
         "epoch": state.epoch,
         "writers": state.writers,
-        "writerEndpoints": {w: settings.endpoint(w) for w in state.writers},
+        "writerEndpoints": {w: settings.endpoint(w) for w in writers},
     }
-    if state.writers:
-        advice = f"write to {', '.join(state.writers)}"
+    if state.writers and writers != [settings.region]:
+        advice = f"write to {', '.join(writers)}"
     else:
-        advice = "no region takes writes while a failover is under way; retry shortly"
-    raise WriteFencedError(
-        f"{settings.region} does not take writes now (state {state.state}, epoch {state.epoch}): {advice}",
+        advice = "no region takes writes now; retry shortly"
+    return WriteFencedError(
+        f"{settings.region} does not take writes now ({why}): {advice}",
         details=details,
-        headers={"Retry-After": str(retry_after)},
+        headers={"Retry-After": str(max(1, settings.state_cache_ttl))},
     )

@@ -6,7 +6,10 @@ overall deadline (at most 1 s) and a dependency that does not answer in time cou
 as failed. Checks:
 - table: a consistent read of this region's replica (the maintenance record);
 - maintenance: that record's switch is off (set for drills and routing flips);
-- config: this region's configuration parameter exists and matches the function's.
+- config: this region's configuration parameter exists and matches the function's;
+- writes (active-passive): the region that owns the writes holds a live write lease.
+  A primary cut off from the lease's majority cannot renew it; once it runs out the
+  region refuses writes, and this check fails so Route 53 sends clients elsewhere.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from multiregion import aws
+from multiregion import appstate, aws, permits
 from multiregion.aws import describe_error
 from multiregion.control import maintenance_key
+from multiregion.fencing import default_state
 from multiregion.settings import Settings
 
 MAX_TIMEOUT_SECONDS = 1.0
@@ -34,7 +38,7 @@ PROBE_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "stand
 
 # Dependency reads run here so the request can stop waiting at the deadline; a read
 # that overruns finishes in the background, bounded by PROBE_CONFIG's timeouts.
-_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+_executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,19 @@ class HealthReport:
 
 def _read_maintenance_record(table: Any, settings: Settings) -> dict[str, Any] | None:
     return table.get_item(Key=maintenance_key(settings.region), ConsistentRead=True).get("Item")
+
+
+def _read_writes(tables: tuple[Any, Any], settings: Settings) -> str | None:
+    """Why this region should own the writes but cannot take them, or None."""
+    state_table, control_table = tables
+    state = appstate.load(state_table, default_state(settings))
+    if not settings.active_passive or not state.can_write(settings.region):
+        return None
+    permit = permits.read(control_table, settings.region, leased=True)
+    now = time.time()
+    if permit.valid(now, leased=True):
+        return None
+    return f"owns the writes at epoch {state.epoch} but {permit.refusal(now, leased=True)}"
 
 
 def _read_config(ssm: Any, settings: Settings) -> Any:
@@ -116,19 +133,23 @@ def check_region(
     timeout: float = MAX_TIMEOUT_SECONDS,
     read_maintenance: Callable[[Any, Settings], dict[str, Any] | None] | None = None,
     read_config: Callable[[Any, Settings], Any] | None = None,
+    read_writes: Callable[[tuple[Any, Any], Settings], str | None] | None = None,
 ) -> HealthReport:
     """Check this region's dependencies concurrently, all within `timeout` seconds."""
     # Clients come from the container's cache before the clock starts: making one costs a
     # cold container hundreds of milliseconds that say nothing about the region's health.
     table = aws.table(settings.table_name, settings.region, PROBE_CONFIG)
     ssm = aws.client("ssm", settings.region, PROBE_CONFIG)
+    control = aws.table(settings.control_table_name, settings.region, PROBE_CONFIG)
     timeout = min(timeout, MAX_TIMEOUT_SECONDS)
     deadline = time.monotonic() + timeout
     table_future = _executor.submit(_timed, read_maintenance or _read_maintenance_record, table, settings)
     config_future = _executor.submit(_timed, read_config or _read_config, ssm, settings)
+    writes_future = _executor.submit(_timed, read_writes or _read_writes, (table, control), settings)
 
     record, table_error, table_ms = _wait(table_future, deadline, timeout)
     config, config_error, config_ms = _wait(config_future, deadline, timeout)
+    writes_problem, writes_error, writes_ms = _wait(writes_future, deadline, timeout)
 
     checks: dict[str, Check] = {}
     if table_error is None:
@@ -149,4 +170,8 @@ def check_region(
         mismatches = _config_mismatches(settings, config)
         detail = "matches" if not mismatches else "mismatch: " + ", ".join(mismatches)
         checks["config"] = Check(not mismatches, detail, config_ms)
+    if writes_error is not None:
+        checks["writes"] = Check(False, describe_error(writes_error), writes_ms)
+    else:
+        checks["writes"] = Check(writes_problem is None, writes_problem or "ok", writes_ms)
     return HealthReport(checks)

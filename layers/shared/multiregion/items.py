@@ -1,7 +1,9 @@
 """Items: the active-active data of the API, one record each in the global table.
 
-Every write stamps `updatedAt`, `updatedRegion`, the application-state `epoch` it was
-accepted under, and a `version` that grows by one per write. Within a region, writes
+Every write stamps `updatedAt`, `updatedRegion`, the epoch of the write permit it was
+accepted under, and a `version` that grows by one per write. Every write is a
+transaction with this region's permit check and journal entry (multiregion.transactions),
+so it commits only while the region may write. Within a region, writes
 are optimistic: a write that names a stale version fails (412) instead of overwriting.
 Across regions, DynamoDB global tables resolve concurrent writes last-writer-wins; the
 stamps let a client see which write won.
@@ -12,16 +14,17 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-from boto3.dynamodb.conditions import Attr, Key
-from botocore.exceptions import ClientError
+from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from multiregion.aws import is_condition_failure
 from multiregion.clock import utc_now_iso
 from multiregion.cursor import decode_cursor, encode_cursor
 from multiregion.errors import BadRequestError, NotFoundError, VersionConflictError
+from multiregion.fencing import WriteGuard
+from multiregion.journal import JournalEntry, Operation
+from multiregion.transactions import ItemConditionFailed, commit
 
 ITEM_ID_PATTERN = r"^[0-9a-f]{32}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -112,7 +115,7 @@ class ItemRepository:
         self._clock = clock
 
     def create(
-        self, data: ItemInput, epoch: int = 0, idempotency_key: str | None = None
+        self, data: ItemInput, guard: WriteGuard, idempotency_key: str | None = None
     ) -> tuple[Item, bool]:
         """Create an item; returns it and whether it was created now (False: a replay).
 
@@ -136,14 +139,21 @@ class ItemRepository:
             "createdAt": now,
             "updatedAt": now,
             "updatedRegion": self._region,
-            "epoch": epoch,
+            "epoch": guard.epoch,
         }
         if idempotency_key:
             record["idempotencyKey"] = idempotency_key
+        action = {
+            "Put": {
+                "TableName": self._table.name,
+                "Item": record,
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
         try:
-            self._table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
-        except ClientError as error:
-            if idempotency_key and is_condition_failure(error):
+            commit(self._table, action, _entry(record, "put"), guard)
+        except ItemConditionFailed:
+            if idempotency_key:
                 return self.get(item_id), False
             raise
         return _from_record(record), True
@@ -155,44 +165,65 @@ class ItemRepository:
             raise NotFoundError(f"item {item_id} not found")
         return _from_record(record)
 
-    def replace(self, item_id: str, data: ItemInput, expected: Precondition, epoch: int = 0) -> Item:
+    def replace(self, item_id: str, data: ItemInput, expected: Precondition, guard: WriteGuard) -> Item:
         """Replace the mutable fields if the stored item is the write `expected` names."""
+        current = self.get(item_id)
+        if (current.version, current.revision) != (expected.version, expected.revision):
+            self._raise_conflict(item_id, expected, current)
+        changes = {
+            "name": data.name,
+            "description": data.description,
+            "tags": data.tags,
+            "version": expected.version + 1,
+            "revision": _new_revision(),
+            "updatedAt": self._clock(),
+            "updatedRegion": self._region,
+            "epoch": guard.epoch,
+        }
+        condition, names, values = _matches_expression(expected)
+        action = {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": _key(item_id),
+                "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in changes),
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {**names, **{f"#{k}": k for k in changes}},
+                "ExpressionAttributeValues": {**values, **{f":{k}": v for k, v in changes.items()}},
+            }
+        }
         try:
-            response = self._table.update_item(
-                Key=_key(item_id),
-                UpdateExpression=(
-                    "SET #name = :name, description = :description, tags = :tags, "
-                    "version = version + :one, revision = :revision, updatedAt = :now, "
-                    "updatedRegion = :region, epoch = :epoch"
-                ),
-                ConditionExpression=_matches(expected),
-                ExpressionAttributeNames={"#name": "name"},
-                ExpressionAttributeValues={
-                    ":name": data.name,
-                    ":description": data.description,
-                    ":tags": data.tags,
-                    ":one": 1,
-                    ":revision": _new_revision(),
-                    ":now": self._clock(),
-                    ":region": self._region,
-                    ":epoch": epoch,
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if is_condition_failure(error):
-                self._raise_conflict(item_id, expected)
-            raise
-        return _from_record(response["Attributes"])
+            commit(self._table, action, _entry({"id": item_id, **changes}, "put"), guard)
+        except ItemConditionFailed:
+            self._raise_conflict(item_id, expected)
+        return Item.model_validate({**current.model_dump(), **changes, "revision": changes["revision"]})
 
-    def delete(self, item_id: str, expected: Precondition | None = None) -> None:
-        condition = Attr("pk").exists() if expected is None else _matches(expected)
+    def delete(self, item_id: str, guard: WriteGuard, expected: Precondition | None = None) -> None:
+        current = self.get(item_id)
+        if expected is not None and (current.version, current.revision) != (
+            expected.version,
+            expected.revision,
+        ):
+            self._raise_conflict(item_id, expected, current)
+        if expected is None:
+            condition, names, values = "attribute_exists(pk)", {}, {}
+        else:
+            condition, names, values = _matches_expression(expected)
+        action: dict[str, Any] = {
+            "Delete": {"TableName": self._table.name, "Key": _key(item_id), "ConditionExpression": condition}
+        }
+        if names:
+            action["Delete"]["ExpressionAttributeNames"] = names
+            action["Delete"]["ExpressionAttributeValues"] = values
+        deleted = {
+            "id": item_id,
+            "version": current.version + 1,
+            "revision": _new_revision(),
+            "updatedAt": self._clock(),
+        }
         try:
-            self._table.delete_item(Key=_key(item_id), ConditionExpression=condition)
-        except ClientError as error:
-            if is_condition_failure(error):
-                self._raise_conflict(item_id, expected)
-            raise
+            commit(self._table, action, _entry(deleted, "delete"), guard)
+        except ItemConditionFailed:
+            self._raise_conflict(item_id, expected)
 
     def list(self, limit: int, cursor: str | None = None) -> tuple[list[Item], str | None]:
         query: dict[str, Any] = {
@@ -207,9 +238,11 @@ class ItemRepository:
         last_key = response.get("LastEvaluatedKey")
         return items, encode_cursor(last_key) if last_key else None
 
-    def _raise_conflict(self, item_id: str, expected: Precondition | None) -> None:
+    def _raise_conflict(
+        self, item_id: str, expected: Precondition | None, current: Item | None = None
+    ) -> NoReturn:
         """A conditional write failed: say whether the item is gone or has moved on."""
-        current = self.get(item_id)  # raises NotFoundError when it is gone
+        current = current or self.get(item_id)  # raises NotFoundError when it is gone
         named = etag(expected.version, expected.revision) if expected else "any version"
         raise VersionConflictError(
             f"item {item_id} is at {current.etag}, not {named}",
@@ -235,15 +268,28 @@ def _new_revision() -> str:
     return uuid.uuid4().hex[:REVISION_CHARS]
 
 
-def _matches(expected: Precondition) -> Any:
+def _matches_expression(expected: Precondition) -> tuple[str, dict[str, str], dict[str, Any]]:
     """The stored item is the write `expected` names (an item written before revisions
-    existed has none, and is named by its version alone)."""
-    revision = (
-        Attr("revision").eq(expected.revision)
-        if expected.revision is not None
-        else Attr("revision").not_exists()
+    existed has none, and is named by its version alone), as a transaction condition."""
+    names = {"#cv": "version", "#cr": "revision"}
+    values: dict[str, Any] = {":cv": expected.version}
+    condition = "attribute_exists(pk) AND #cv = :cv AND "
+    if expected.revision is None:
+        condition += "attribute_not_exists(#cr)"
+    else:
+        condition += "#cr = :cr"
+        values[":cr"] = expected.revision
+    return condition, names, values
+
+
+def _entry(record: dict[str, Any], op: Operation) -> JournalEntry:
+    return JournalEntry(
+        id=record["id"],
+        op=op,
+        version=int(record["version"]),
+        revision=record.get("revision"),
+        updatedAt=record["updatedAt"],
     )
-    return Attr("pk").exists() & Attr("version").eq(expected.version) & revision
 
 
 def etag(version: int, revision: str | None = None) -> str:

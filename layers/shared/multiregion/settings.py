@@ -1,7 +1,8 @@
-"""Configuration of a function, from the environment its template gives it.
+"""Configuration of a function, from the environment its template gives it: one model.
 
 Read on each call, not cached at import: a container serves one region, but tests and
-the local sandbox run several regions in one process.
+the local sandbox run several regions in one process. Every timing the write path, the
+lease and the workflows use is here, with the template parameter it comes from.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 DEFAULT_MAX_BODY_BYTES = 16 * 1024
 DEFAULT_STATE_CACHE_TTL_SECONDS = 5
 APP_MODES = ("active-active", "active-passive")
+MAX_WRITE_SHARDS = 64  # a fence rewrites every shard in one transaction (at most 100 actions)
 
 
 class ConfigurationError(RuntimeError):
@@ -31,14 +33,48 @@ class Settings:
     app_mode: str = "active-active"
     state_cache_ttl: int = DEFAULT_STATE_CACHE_TTL_SECONDS
     region_endpoints: tuple[tuple[str, str], ...] = ()
+    # The regional (never replicated) table holding write permits, lease grants and the
+    # write journal; the same name in every region of the topology.
+    control_table_name: str = ""
+    write_shards: int = 16
+    # Active-passive lease: how long a grant lasts, how often the writer renews it, the
+    # clock-skew bound between regions, and how long a write request may take to land.
+    lease_seconds: int = 30
+    lease_renew_seconds: int = 10
+    clock_skew_seconds: int = 1
+    writer_timeout_seconds: int = 10
+    # Workflows.
+    journal_window_seconds: int = 300
+    catch_up_deadline_seconds: int = 120
+    catch_up_poll_seconds: int = 2
+    hold_down_seconds: int = 600
 
     @property
     def app_regions(self) -> tuple[str, str]:
         return (self.primary_region, self.secondary_region)
 
+    @property
+    def lease_regions(self) -> tuple[str, str, str]:
+        """The lease's voters: both app regions and the service region (the witness)."""
+        return (self.primary_region, self.secondary_region, self.service_region)
+
+    @property
+    def active_passive(self) -> bool:
+        return self.app_mode == "active-passive"
+
+    def other_app_region(self, region: str | None = None) -> str:
+        region = region or self.region
+        return self.secondary_region if region == self.primary_region else self.primary_region
+
     def endpoint(self, region: str) -> str | None:
         """The public API endpoint of an app region, when the deployment names them."""
         return dict(self.region_endpoints).get(region)
+
+    @property
+    def takeover_margin_seconds(self) -> int:
+        """After the last grant a revoked writer may hold ends: the clock-skew bound plus the
+        longest a write request it built before then can take to land."""
+        return self.clock_skew_seconds + self.writer_timeout_seconds
 
 
 def _required(name: str) -> str:
@@ -48,14 +84,18 @@ def _required(name: str) -> str:
     return value
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, low: int = 0, high: int | None = None) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigurationError(f"environment variable {name} must be {bounds}, got {value}")
+    return value
 
 
 def _endpoints(name: str) -> tuple[tuple[str, str], ...]:
@@ -78,9 +118,17 @@ def _mode(name: str) -> str:
 
 
 def get_settings() -> Settings:
+    table_name = _required("TABLE_NAME")
+    lease = _int("LEASE_SECONDS", 30, low=2)
+    renew = _int("LEASE_RENEW_SECONDS", 10, low=1)
+    if renew * 2 > lease:
+        raise ConfigurationError(
+            f"LEASE_RENEW_SECONDS ({renew}) must be at most half of LEASE_SECONDS ({lease}): "
+            "one failed renewal must not lose the lease"
+        )
     return Settings(
         region=_required("AWS_REGION"),
-        table_name=_required("TABLE_NAME"),
+        table_name=table_name,
         region_role=_required("REGION_ROLE"),
         primary_region=_required("PRIMARY_REGION"),
         secondary_region=_required("SECONDARY_REGION"),
@@ -90,4 +138,14 @@ def get_settings() -> Settings:
         app_mode=_mode("APP_MODE"),
         state_cache_ttl=_int("STATE_CACHE_TTL_SECONDS", DEFAULT_STATE_CACHE_TTL_SECONDS),
         region_endpoints=_endpoints("REGION_ENDPOINTS"),
+        control_table_name=os.environ.get("CONTROL_TABLE_NAME", "").strip() or f"{table_name}-control",
+        write_shards=_int("WRITE_SHARDS", 16, low=1, high=MAX_WRITE_SHARDS),
+        lease_seconds=lease,
+        lease_renew_seconds=renew,
+        clock_skew_seconds=_int("CLOCK_SKEW_SECONDS", 1),
+        writer_timeout_seconds=_int("WRITER_TIMEOUT_SECONDS", 10, low=1),
+        journal_window_seconds=_int("JOURNAL_WINDOW_SECONDS", 300, low=10),
+        catch_up_deadline_seconds=_int("CATCH_UP_DEADLINE_SECONDS", 120, low=1),
+        catch_up_poll_seconds=_int("CATCH_UP_POLL_SECONDS", 2, low=1),
+        hold_down_seconds=_int("HOLD_DOWN_SECONDS", 600),
     )

@@ -13,7 +13,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from multiregion import aws
 from multiregion.api import json_response
 from multiregion.errors import BadRequestError, PreconditionRequiredError
-from multiregion.fencing import ensure_writable
 from multiregion.items import (
     IDEMPOTENCY_KEY_PATTERN,
     ITEM_ID_PATTERN,
@@ -24,6 +23,7 @@ from multiregion.items import (
     parse_if_match,
 )
 from multiregion.settings import get_settings
+from multiregion.transactions import guarded
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -36,11 +36,6 @@ PAGE_LIMIT_MAX = 100
 def _repository() -> ItemRepository:
     settings = get_settings()
     return ItemRepository(aws.table(settings.table_name, settings.region), settings.region)
-
-
-def _writable_epoch() -> int:
-    """The epoch this write is accepted under; raises WriteFencedError (503) when fenced."""
-    return ensure_writable(get_settings()).epoch
 
 
 def _idempotency_key() -> str | None:
@@ -76,7 +71,8 @@ def _required_if_match() -> Precondition:
 @router.post("/items")
 def create_item(item: ItemInput):
     key = _idempotency_key()
-    created, is_new = _repository().create(item, epoch=_writable_epoch(), idempotency_key=key)
+    repository = _repository()
+    created, is_new = guarded(get_settings(), lambda guard: repository.create(item, guard, key))
     headers = {"ETag": created.etag, "Location": f"/items/{created.id}"}
     if not is_new:
         logger.info("idempotent replay", extra={"item_id": created.id})
@@ -105,7 +101,8 @@ def get_item(item_id: ItemId):
 
 @router.put("/items/<item_id>")
 def replace_item(item_id: ItemId, item: ItemInput):
-    updated = _repository().replace(item_id, item, _required_if_match(), epoch=_writable_epoch())
+    expected, repository = _required_if_match(), _repository()
+    updated = guarded(get_settings(), lambda guard: repository.replace(item_id, item, expected, guard))
     metrics.add_metric(name="ItemsReplaced", unit=MetricUnit.Count, value=1)
     logger.info("item replaced", extra={"item_id": item_id, "version": updated.version})
     return json_response(HTTPStatus.OK, {"item": updated.model_dump()}, {"ETag": updated.etag})
@@ -113,9 +110,8 @@ def replace_item(item_id: ItemId, item: ItemInput):
 
 @router.delete("/items/<item_id>")
 def delete_item(item_id: ItemId):
-    expected = _if_match()
-    _writable_epoch()
-    _repository().delete(item_id, expected)
+    expected, repository = _if_match(), _repository()
+    guarded(get_settings(), lambda guard: repository.delete(item_id, guard, expected))
     metrics.add_metric(name="ItemsDeleted", unit=MetricUnit.Count, value=1)
     logger.info("item deleted", extra={"item_id": item_id})
     return json_response(HTTPStatus.OK, {"deleted": item_id})

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from multiregion.api import json_response
-from multiregion.fencing import current_state
+from multiregion.fencing import current_view
 from multiregion.settings import get_settings
 
 router = Router()
@@ -16,10 +17,18 @@ router = Router()
 @router.get("/state")
 def get_state():
     settings = get_settings()
-    state = current_state(settings)
+    view = current_view(settings)
+    state, permit = view.state, view.permit
+    now = time.time()
+    can_write = state.can_write(settings.region) and permit.valid(now, settings.active_passive)
     body = {
         **state.model_dump(exclude_none=True),
-        "canWrite": state.can_write(settings.region),
+        "canWrite": can_write,
+        "permit": {
+            "epoch": permit.epoch,
+            "writable": permit.writable,
+            "leaseEndsInSeconds": round(permit.expiresAt - now, 1) if permit.expiresAt is not None else None,
+        },
         "writerEndpoints": {w: settings.endpoint(w) for w in state.writers},
     }
     # Served from the container's cache, so a client cache of the same age adds nothing stale.

@@ -1,0 +1,196 @@
+"""Step: catch-up. Prove that every write the region being left committed is here.
+
+Two parts, both required before a planned run promotes:
+
+1. Item by item, over a window: the journal of the region being left (its control
+   table, multiregion.journal) lists each write it committed, in the same transaction
+   as the write. Every entry stamped in the window [writes stopped - JournalWindow,
+   writes stopped] must be reflected in this region's replica: the same write (its
+   revision), or a later one. The journal's shards are read in parallel, each its own
+   partition, and the replica is read in batches of 100 keys.
+2. For writes older than the window, replication's own measure: the maximum
+   `ReplicationLatency` of the last 15 minutes, times 10 (AWS's guidance), counted from
+   when writes stopped, and no more than the window. No datapoints or a CloudWatch
+   error prove nothing: a planned run waits (a probe write makes replication
+   measurable) and gives up at the deadline; a forced run records `unknown`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from multiregion import aws, control, journal
+from multiregion.aws import describe_error
+from multiregion.clock import utc_now_iso
+from multiregion.journal import JournalEntry
+from multiregion.settings import Settings
+from multiregion.workflow.errors import CatchUpTooSlow
+from multiregion.workflow.models import CatchUp, Fence, Gate, Plan
+
+LATENCY_MULTIPLIER = 10  # AWS's evacuation guidance: 10x the recent maximum replication latency
+LATENCY_LOOKBACK_MINUTES = 15
+MAX_LISTED = 100
+BATCH = 100  # BatchGetItem's limit
+_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="catch-up")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _latest_entries(settings: Settings, region: str, start: str) -> dict[str, JournalEntry]:
+    """The newest journalled write per item since `start`, all shards read in parallel."""
+    table = aws.table(settings.control_table_name, region, aws.CROSS_REGION_CONFIG)
+    shards = list(_executor.map(lambda s: list(journal.since(table, s, start)), range(settings.write_shards)))
+    latest: dict[str, JournalEntry] = {}
+    for entries in shards:
+        for entry in entries:
+            held = latest.get(entry.id)
+            if held is None or entry.updatedAt >= held.updatedAt:
+                latest[entry.id] = entry
+    return latest
+
+
+def _reflected(entry: JournalEntry, record: dict[str, Any] | None) -> bool:
+    """The replica holds this write, or a later write of the item (last writer wins)."""
+    if record is None:
+        return entry.op == "delete"
+    if entry.op == "put" and record.get("revision") == entry.revision:
+        return True
+    return str(record.get("updatedAt", "")) > entry.updatedAt
+
+
+def _missing(settings: Settings, entries: list[JournalEntry]) -> list[str]:
+    """Ids of entries this region's replica does not reflect (consistent batch reads)."""
+    client = aws.table(settings.table_name, settings.region).meta.client
+    chunks = [entries[i : i + BATCH] for i in range(0, len(entries), BATCH)]
+    return [
+        i for ids in _executor.map(lambda c: _missing_in(client, settings.table_name, c), chunks) for i in ids
+    ]
+
+
+def _missing_in(client: Any, table_name: str, entries: list[JournalEntry]) -> list[str]:
+    keys = [{"pk": f"ITEM#{e.id}", "sk": "ITEM"} for e in entries]
+    found: dict[str, dict[str, Any]] = {}
+    request: dict[str, Any] = {
+        table_name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, updatedAt"}
+    }
+    while request:
+        page = client.batch_get_item(RequestItems=request)
+        for record in page.get("Responses", {}).get(table_name, []):
+            found[record["id"]] = record
+        request = page.get("UnprocessedKeys") or {}
+    return [e.id for e in entries if not _reflected(e, found.get(e.id))]
+
+
+def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float) -> Gate:
+    """ReplicationLatency from the region being left to this one, counted from `stopped`."""
+    forced = plan.forced
+    try:
+        stats = aws.client("cloudwatch", plan.fenceRegion, aws.CROSS_REGION_CONFIG).get_metric_statistics(
+            Namespace="AWS/DynamoDB",
+            MetricName="ReplicationLatency",
+            Dimensions=[
+                {"Name": "TableName", "Value": settings.table_name},
+                {"Name": "ReceivingRegion", "Value": plan.promoteRegion},
+            ],
+            StartTime=datetime.fromtimestamp(now, UTC) - timedelta(minutes=LATENCY_LOOKBACK_MINUTES),
+            # Periods are aligned to the minute: end past now so the current one is included.
+            EndTime=datetime.fromtimestamp(now, UTC) + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
+            Unit="Milliseconds",
+        )
+    except (ClientError, BotoCoreError) as error:
+        status = "unknown" if forced else "closed"
+        return Gate(
+            open=False, status=status, evidence="CloudWatch did not answer", error=describe_error(error)
+        )
+    points = [p["Maximum"] for p in stats.get("Datapoints", [])]
+    if not points:
+        status = "unknown" if forced else "closed"
+        return Gate(
+            open=False, status=status, evidence="no ReplicationLatency datapoints yet: nothing proven"
+        )
+    max_ms = max(points)
+    required = math.ceil(LATENCY_MULTIPLIER * max_ms / 1000)
+    if required > settings.journal_window_seconds:
+        evidence = (
+            f"{LATENCY_MULTIPLIER}x max ReplicationLatency ({max_ms:.0f} ms) = {required} s exceeds the "
+            f"{settings.journal_window_seconds} s journal window"
+        )
+        if not forced:
+            raise CatchUpTooSlow(evidence)
+        return Gate(
+            open=False, status="unknown", evidence=evidence, datapoints=len(points), maxLatencyMs=max_ms
+        )
+    wait = max(0, math.ceil(stopped + required - now))
+    return Gate(
+        open=wait == 0,
+        status="open" if wait == 0 else "waiting",
+        evidence=(
+            f"{LATENCY_MULTIPLIER}x max ReplicationLatency ({max_ms:.0f} ms), from when writes stopped"
+        ),
+        datapoints=len(points),
+        maxLatencyMs=max_ms,
+        requiredSeconds=required,
+        waitSeconds=wait,
+    )
+
+
+def probe(plan: Plan, settings: Settings) -> str | None:
+    """A write in the region being left whose replication CloudWatch will measure (the
+    table may have had no writes lately); None, or why it could not be written."""
+    try:
+        aws.table(settings.table_name, plan.fenceRegion, aws.CROSS_REGION_CONFIG).put_item(
+            Item={
+                "pk": control.CONTROL_PK,
+                "sk": f"PROBE#{plan.fenceRegion}",
+                "nonce": uuid.uuid4().hex,
+                "executionId": plan.executionId,
+                "updatedAt": utc_now_iso(),
+                "updatedRegion": plan.fenceRegion,
+            }
+        )
+    except (ClientError, BotoCoreError) as error:
+        return describe_error(error)
+    return None
+
+
+def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
+    now = time.time()
+    stopped = fence.writesStoppedAt if fence.writesStoppedAt is not None else now
+    start = _iso(min(stopped, now) - settings.journal_window_seconds)
+    window = {"from": start, "to": _iso(stopped) if fence.writesStoppedAt is not None else None}
+    gate = latency_gate(plan, settings, stopped, now)
+    if gate.status == "closed" and gate.datapoints == 0:
+        gate.error = probe(plan, settings) or gate.error
+    try:
+        entries = list(_latest_entries(settings, plan.fenceRegion, start).values())
+    except (ClientError, BotoCoreError) as error:
+        return CatchUp(
+            complete=False,
+            journalRead=False,
+            window=window,
+            gate=gate,
+            at=utc_now_iso(),
+            error=f"{plan.fenceRegion}'s journal could not be read: {describe_error(error)}",
+        )
+    missing = sorted(_missing(settings, entries))
+    return CatchUp(
+        complete=not missing and gate.open,
+        journalRead=True,
+        checked=len(entries),
+        pending=len(missing),
+        pendingIds=missing[:MAX_LISTED],
+        window=window,
+        gate=gate,
+        at=utc_now_iso(),
+    )

@@ -1,0 +1,48 @@
+"""The errors a step raises to stop the workflow; the class name is the error name the
+state machine sees (its Catch and the execution's output name it)."""
+
+from __future__ import annotations
+
+
+class WorkflowError(Exception):
+    """A step refuses to go on."""
+
+
+class InvalidInput(WorkflowError):
+    pass
+
+
+class FailoverInProgress(WorkflowError):
+    pass
+
+
+class HoldDownActive(WorkflowError):
+    pass
+
+
+class WrongRegion(WorkflowError):
+    pass
+
+
+class RegionUnreachable(WorkflowError):
+    """A region the step must reach did not answer (or refused) and the run is not forced."""
+
+
+class NoMajority(WorkflowError):
+    """The lease's voters did not agree in a majority: no writer can be proven stopped or
+    made; nothing is promoted."""
+
+
+class CatchUpTooSlow(WorkflowError):
+    pass
+
+
+WORKFLOW_ERRORS: tuple[type[WorkflowError], ...] = (
+    InvalidInput,
+    FailoverInProgress,
+    HoldDownActive,
+    WrongRegion,
+    RegionUnreachable,
+    NoMajority,
+    CatchUpTooSlow,
+)

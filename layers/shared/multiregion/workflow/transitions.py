@@ -1,0 +1,220 @@
+"""Steps that change who may write: fence, promote (or activate), unfence.
+
+Each changes the application state in this region's replica, conditioned on the
+epoch (the workflow's serialisation point), copies it to the other replica at once,
+and then writes what enforces it: the write permits of the regions concerned, in their
+own control tables, and in active-passive mode the lease's grants at a majority.
+The replicated state tells clients where to write; the permits and grants decide.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from multiregion import appstate, aws, lease, permits
+from multiregion.appstate import AppState
+from multiregion.aws import describe_error
+from multiregion.errors import StaleEpochError
+from multiregion.fencing import default_state
+from multiregion.permits import PermitRefused, WritePermit
+from multiregion.settings import Settings
+from multiregion.workflow.errors import NoMajority, RegionUnreachable
+from multiregion.workflow.models import Fence, Plan, Transition
+
+
+def _state_table(settings: Settings, region: str) -> Any:
+    if region == settings.region:
+        return aws.table(settings.table_name, region)
+    return aws.table(settings.table_name, region, aws.CROSS_REGION_CONFIG)
+
+
+def _control_table(settings: Settings, region: str) -> Any:
+    if region == settings.region:
+        return aws.table(settings.control_table_name, region)
+    return aws.table(settings.control_table_name, region, aws.CROSS_REGION_CONFIG)
+
+
+def _change_state(
+    plan: Plan, settings: Settings, operation: str, *args: str
+) -> tuple[AppState, str, str | None]:
+    """Apply one transition here (epoch-conditioned) and copy it to the other replica.
+
+    Returns the new state, what the copy did, and the region it reached (None if not)."""
+    table = _state_table(settings, settings.region)
+    current = appstate.load(table, default_state(settings))
+    if operation != "fence" and current.executionId != plan.executionId:
+        # Only the execution that holds the fence may move the state on from it.
+        raise StaleEpochError(
+            f"the state (epoch {current.epoch}) was last changed by {current.executionId}, "
+            "not by this execution"
+        )
+    new = appstate.TRANSITIONS[operation](current, *args)
+    new = appstate.stamp(
+        new,
+        reason=f"{plan.direction} {operation}: {plan.request.reason}",
+        by=plan.request.requestedBy,
+        execution_id=plan.executionId,
+        region=settings.region,
+    )
+    appstate.save(table, new, expected_epoch=current.epoch)
+    other = settings.other_app_region()
+    try:
+        landed = appstate.propagate(_state_table(settings, other), new)
+    except (ClientError, BotoCoreError) as error:
+        return new, f"not copied: {describe_error(error)}", None
+    if landed:
+        return new, "copied", other
+    # Refused: the other replica holds this epoch already (replication won the race)
+    # or a newer one, which means another execution moved on: never report a delivery.
+    there = appstate.load(_state_table(settings, other), default_state(settings))
+    if there.epoch == new.epoch and there.executionId == new.executionId:
+        return new, "already there", other
+    return new, f"refused: {other} holds epoch {there.epoch} ({there.state})", None
+
+
+def _set_permit(settings: Settings, region: str, permit: WritePermit) -> str:
+    try:
+        permits.write(_control_table(settings, region), permit, settings.write_shards)
+    except PermitRefused as refused:
+        return f"refused: {refused}"
+    except (ClientError, BotoCoreError) as error:
+        return describe_error(error)
+    return "written"
+
+
+def _permit(region: str, new: AppState, writable: bool, until: float | None = None) -> WritePermit:
+    return WritePermit(
+        region=region,
+        epoch=new.epoch,
+        writable=writable,
+        expiresAt=until,
+        reason=new.reason,
+        changedAt=new.changedAt,
+    )
+
+
+def _result(
+    model: type[Transition],
+    operation: str,
+    new: AppState,
+    propagation: str,
+    reached: str | None,
+    **extra: Any,
+):
+    return model(
+        operation=operation,
+        state=new.state,
+        epoch=new.epoch,
+        writers=new.writers,
+        at=new.changedAt,
+        propagatedTo=reached,
+        propagation=propagation,
+        **extra,
+    )
+
+
+def fence(plan: Plan, settings: Settings) -> Fence:
+    """Stop writes in the region being left, and say from when no write can commit there.
+
+    - Its permits fenced (reachable): no write commits there after this; no wait.
+    - Otherwise, forced, active-passive: the lease moved at a majority; writes stop
+      when the last lease it was granted ends, plus the margin (clock skew, a request
+      in flight). The workflow waits that out before it looks at what replicated.
+    - Otherwise, forced, active-active: nothing stops that region (last writer wins by
+      design); the report says so.
+    A planned run needs the fence in that region's permits and its state replica; it
+    un-fences and stops otherwise."""
+    here = appstate.load(_state_table(settings, settings.region), default_state(settings))
+    if here.epoch != plan.startEpoch:
+        raise StaleEpochError(f"the state moved past epoch {plan.startEpoch} after planning")
+    left = plan.fenceRegion
+    new, propagation, reached = _change_state(plan, settings, "fence", left)
+    now = time.time()
+    ballot = lease.transfer(settings, new.epoch, "", 0.0, now) if settings.active_passive else None
+    permit = _set_permit(settings, left, _permit(left, new, writable=False))
+    fenced = permit == "written"
+
+    if not plan.forced and (not fenced or reached is None):
+        problem = f"permits: {permit}" if not fenced else f"state: {propagation}"
+        raise RegionUnreachable(
+            f"could not fence {left} ({problem}); {_abort(plan, settings)}. "
+            "Use force to fail over from an unreachable region."
+        )
+    if fenced:
+        stopped, wait, how = now, 0, f"{left}'s permits fenced: no write commits there after {new.changedAt}"
+    elif ballot is not None:
+        if not ballot.majority:
+            raise NoMajority(
+                f"{left} could not be fenced ({permit}) and the lease moved only at {ballot.agreed}: "
+                f"no proof that it stopped writing; {_abort(plan, settings)}"
+            )
+        last = max(ballot.latest_grant() or now, now)
+        stopped = last + settings.takeover_margin_seconds
+        wait = max(0, int(stopped - time.time() + 0.999))
+        how = (
+            f"{left} unreachable ({permit}); lease moved at {', '.join(ballot.agreed)}: its last grant ends "
+            f"{last - now:.1f} s after the fence, plus {settings.takeover_margin_seconds} s margin"
+        )
+    else:
+        stopped, wait = None, 0
+        how = f"{left} unreachable ({permit}): active-active keeps writing there until it hears the state"
+    return _result(
+        Fence,
+        "fence",
+        new,
+        propagation,
+        reached,
+        permits={left: permit},
+        lease=ballot,
+        permitFenced=fenced,
+        writesStoppedAt=stopped,
+        waitSeconds=wait,
+        how=how,
+    )
+
+
+def _abort(plan: Plan, settings: Settings) -> str:
+    """Un-fence after a fence that cannot stand; say how that went (it can fail too)."""
+    try:
+        unfence(plan, settings)
+    except (NoMajority, RegionUnreachable, ClientError, BotoCoreError) as error:
+        return f"un-fencing failed too ({error}): the state stays as it is for the operator"
+    return "un-fenced"
+
+
+def _grant_writer(
+    plan: Plan, settings: Settings, new: AppState, writers: list[str]
+) -> tuple[dict[str, str], Any]:
+    """Write the permits of the new writers; in active-passive mode first win the lease for
+    the single writer at a majority."""
+    until = None
+    ballot = None
+    if settings.active_passive:
+        (holder,) = writers
+        now = time.time()
+        until = now + settings.lease_seconds
+        ballot = lease.transfer(settings, new.epoch, holder, until, now)
+        if not ballot.majority:
+            raise NoMajority(f"the lease for {holder} was granted only at {ballot.agreed}; nothing promoted")
+    results = {region: _set_permit(settings, region, _permit(region, new, True, until)) for region in writers}
+    return results, ballot
+
+
+def promote(plan: Plan, settings: Settings) -> Transition:
+    operation = "promote" if plan.direction == "failover" else "activate"
+    args = (plan.promoteRegion,) if operation == "promote" else ()
+    new, propagation, reached = _change_state(plan, settings, operation, *args)
+    results, ballot = _grant_writer(plan, settings, new, new.writers)
+    if results.get(settings.region, "written") != "written":
+        raise RegionUnreachable(f"could not write this region's permits: {results[settings.region]}")
+    return _result(Transition, operation, new, propagation, reached, permits=results, lease=ballot)
+
+
+def unfence(plan: Plan, settings: Settings) -> Transition:
+    """Abort: give writes back to the region that had them before the fence."""
+    new, propagation, reached = _change_state(plan, settings, "unfence")
+    results, ballot = _grant_writer(plan, settings, new, new.writers)
+    return _result(Transition, "unfence", new, propagation, reached, permits=results, lease=ballot)

@@ -1,0 +1,528 @@
+"""The failover steps, one by one, against the app regions' replicas and the three
+regions' control tables in moto."""
+
+from __future__ import annotations
+
+import copy
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.failover_steps import app as steps_app
+from multiregion import appstate, control, lease, permits
+from multiregion.errors import StaleEpochError
+from multiregion.journal import JournalEntry, put_action
+from multiregion.settings import get_settings
+from multiregion.workflow import catchup, reconcile, report, routing, transitions
+from multiregion.workflow.errors import (
+    CatchUpTooSlow,
+    FailoverInProgress,
+    HoldDownActive,
+    InvalidInput,
+    NoMajority,
+    RegionUnreachable,
+    WrongRegion,
+)
+from multiregion.workflow.models import Fence, Plan
+from multiregion.workflow.plan import plan as plan_step
+from tests.support import cfn
+from tests.unit.conftest import REGION as PRIMARY
+from tests.unit.conftest import SECONDARY, TABLE
+
+SERVICE = "us-east-2"
+CONTROL = f"{TABLE}-control"
+REQUEST = {"reason": "primary degraded (drill)", "requestedBy": "tests"}
+FORCED = {**REQUEST, "force": True}
+
+
+@pytest.fixture
+def replicas(moto: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The global table's two replicas and every region's control table; the steps run
+    in the secondary (the recovery region)."""
+    tables = {}
+    for region in (PRIMARY, SECONDARY):
+        boto3.client("dynamodb", region_name=region).create_table(**cfn.create_table_kwargs(TABLE))
+        tables[region] = boto3.resource("dynamodb", region_name=region).Table(TABLE)
+    for region in (PRIMARY, SECONDARY, SERVICE):
+        boto3.client("dynamodb", region_name=region).create_table(**cfn.create_control_table_kwargs(TABLE))
+    monkeypatch.setenv("AWS_REGION", SECONDARY)
+    monkeypatch.setenv("REGION_ROLE", "secondary")
+    monkeypatch.setenv("APP_MODE", "active-passive")
+    monkeypatch.setenv("CATCH_UP_DEADLINE_SECONDS", "60")
+    return tables
+
+
+def control_table(region: str) -> Any:
+    return boto3.resource("dynamodb", region_name=region).Table(CONTROL)
+
+
+def drop_region(region: str) -> None:
+    """The region stops answering: both its tables are gone."""
+    client = boto3.client("dynamodb", region_name=region)
+    for name in (TABLE, CONTROL):
+        if region != SERVICE or name == CONTROL:
+            client.delete_table(TableName=name)
+
+
+def state_in(table: Any) -> appstate.AppState:
+    return appstate.load(table, appstate.initial_state(PRIMARY, SECONDARY, "active-passive"))
+
+
+def permit_in(region: str) -> permits.WritePermit:
+    return permits.read(control_table(region), region, leased=True)
+
+
+def make_plan(request: dict[str, Any] | None = None, direction: str = "failover") -> Plan:
+    return plan_step(direction, REQUEST if request is None else request, "arn:exec:1", get_settings())  # type: ignore[arg-type]
+
+
+def primary_holds_a_lease() -> None:
+    """The primary's renewer ran once: a lease at epoch 0 through all three voters."""
+    settings = get_settings()
+    until = time.time() + settings.lease_seconds
+    assert lease.renew(settings, PRIMARY, 0, until).majority
+    permits.write(
+        control_table(PRIMARY),
+        permits.WritePermit(region=PRIMARY, epoch=0, writable=True, expiresAt=until),
+        settings.write_shards,
+    )
+
+
+# --- plan --------------------------------------------------------------------------------
+
+
+def test_plan_moves_writes_from_primary_to_here(replicas: dict[str, Any]) -> None:
+    plan = make_plan()
+
+    assert plan.noOp is False
+    assert (plan.fenceRegion, plan.promoteRegion) == (PRIMARY, SECONDARY)
+    assert plan.maxPolls == 30
+    assert plan.startEpoch == 0
+    assert plan.steps == ["fence", "lease", "catch-up", "promote", "routing", "report"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{}, {"reason": "", "requestedBy": "x"}, {**REQUEST, "force": "yes"}, {**REQUEST, "region": "us-west-2"}],
+)
+def test_plan_refuses_invalid_input(replicas: dict[str, Any], bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput, match="execution input is not valid"):
+        make_plan(bad)
+
+
+def test_plan_refuses_to_run_outside_the_region_that_takes_over(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+
+    with pytest.raises(WrongRegion, match=f"run the failover in {SECONDARY}"):
+        make_plan()
+
+
+def test_plan_after_a_finished_failover_is_a_no_op(replicas: dict[str, Any]) -> None:
+    done = appstate.promote(appstate.fence(state_in(replicas[SECONDARY]), PRIMARY), SECONDARY)
+    replicas[SECONDARY].put_item(Item=appstate.to_record(done))
+
+    plan = make_plan()
+
+    assert plan.noOp is True
+    assert "already done" in (plan.why or "")
+
+
+def test_plan_refuses_while_another_workflow_holds_the_fence(replicas: dict[str, Any]) -> None:
+    replicas[SECONDARY].put_item(
+        Item=appstate.to_record(appstate.fence(state_in(replicas[SECONDARY]), PRIMARY))
+    )
+
+    with pytest.raises(FailoverInProgress):
+        make_plan()
+
+
+def test_hold_down_refuses_a_quick_second_failover_unless_forced(replicas: dict[str, Any]) -> None:
+    recent = datetime.now(UTC).isoformat()
+    back = state_in(replicas[SECONDARY]).model_copy(update={"epoch": 4, "lastFailoverAt": recent})
+    replicas[SECONDARY].put_item(Item=appstate.to_record(back))
+
+    with pytest.raises(HoldDownActive, match="hold-down is 600 s"):
+        make_plan()
+    assert make_plan(FORCED).noOp is False
+
+
+# --- fence: by condition, and by lease when the primary cannot be reached ------------------
+
+
+def test_fence_lands_in_the_primarys_state_and_permits_and_moves_the_lease(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+
+    result = transitions.fence(make_plan(), get_settings())
+
+    assert (result.state, result.epoch, result.writers) == ("FENCED", 1, [])
+    assert result.propagatedTo == PRIMARY
+    assert result.permitFenced is True and result.waitSeconds == 0
+    for table in replicas.values():
+        stored = state_in(table)
+        assert (stored.state, stored.epoch, stored.changedBy) == ("FENCED", 1, "tests")
+    assert (permit_in(PRIMARY).writable, permit_in(PRIMARY).epoch) == (False, 1)
+    assert result.lease is not None and result.lease.majority
+    # The old writer can no longer renew: a majority of the voters moved to epoch 1.
+    assert not lease.renew(get_settings(), PRIMARY, 0, time.time() + 30).majority
+
+
+def test_fence_from_a_stale_plan_writes_nothing(replicas: dict[str, Any]) -> None:
+    plan = make_plan()
+    transitions.fence(make_plan(), get_settings())
+
+    with pytest.raises(StaleEpochError):
+        transitions.fence(plan, get_settings())
+    assert state_in(replicas[SECONDARY]).epoch == 1
+
+
+def test_unreachable_primary_without_force_is_unfenced_and_refused(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    drop_region(PRIMARY)
+
+    with pytest.raises(RegionUnreachable, match="un-fenced"):
+        transitions.fence(make_plan(), get_settings())
+
+    stored = state_in(replicas[SECONDARY])
+    assert (stored.state, stored.writers, stored.epoch) == ("ACTIVE", [PRIMARY], 2)
+
+
+def test_a_refused_state_copy_stops_a_planned_run(replicas: dict[str, Any]) -> None:
+    """The primary's replica already holds a newer epoch (another execution moved on):
+    the copy is refused, and that is not reported as delivered."""
+    newer = state_in(replicas[PRIMARY]).model_copy(update={"epoch": 7, "executionId": "arn:exec:other"})
+    replicas[PRIMARY].put_item(Item=appstate.to_record(newer))
+
+    with pytest.raises(RegionUnreachable, match="refused"):
+        transitions.fence(make_plan(), get_settings())
+    assert state_in(replicas[SECONDARY]).state == "ACTIVE"
+
+
+def test_forced_fence_of_an_unreachable_primary_waits_out_its_last_lease(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    granted_until = float(control_table(SERVICE).get_item(Key=lease.GRANT_KEY)["Item"]["grantedUntil"])
+    drop_region(PRIMARY)
+    settings = get_settings()
+
+    result = transitions.fence(make_plan(FORCED), settings)
+
+    assert result.state == "FENCED" and result.propagatedTo is None
+    assert result.permitFenced is False
+    assert result.lease is not None and sorted(result.lease.agreed) == sorted([SECONDARY, SERVICE])
+    assert result.writesStoppedAt == pytest.approx(granted_until + settings.takeover_margin_seconds, abs=0.01)
+    assert (
+        settings.lease_seconds
+        <= result.waitSeconds
+        <= settings.lease_seconds + settings.takeover_margin_seconds + 1
+    )
+
+
+def test_forced_fence_without_a_majority_promotes_nothing(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    drop_region(PRIMARY)
+    drop_region(SERVICE)
+
+    with pytest.raises(NoMajority, match="no proof that it stopped writing"):
+        transitions.fence(make_plan(FORCED), get_settings())
+    assert state_in(replicas[SECONDARY]).state != "FENCED"
+
+
+# --- catch-up: item by item from the journal, and the latency gate ------------------------
+
+
+def journal_write(region: str, item_id: str, revision: str, updated_at: str) -> None:
+    entry = JournalEntry(id=item_id, op="put", version=1, revision=revision, updatedAt=updated_at)
+    shard = permits.shard_of(item_id, get_settings().write_shards)
+    control_table(region).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
+
+
+def item_record(region: str, item_id: str, revision: str, updated_at: str) -> dict[str, Any]:
+    return {
+        "pk": f"ITEM#{item_id}",
+        "sk": "ITEM",
+        "id": item_id,
+        "version": 1,
+        "revision": revision,
+        "updatedAt": updated_at,
+        "updatedRegion": region,
+        "epoch": 0,
+    }
+
+
+def put_replication_latency(*values_ms: float) -> None:
+    """Datapoints of the metric DynamoDB publishes in the source region."""
+    dimensions = [{"Name": "TableName", "Value": TABLE}, {"Name": "ReceivingRegion", "Value": SECONDARY}]
+    for value in values_ms:
+        boto3.client("cloudwatch", region_name=PRIMARY).put_metric_data(
+            Namespace="AWS/DynamoDB",
+            MetricData=[
+                {
+                    "MetricName": "ReplicationLatency",
+                    "Dimensions": dimensions,
+                    "Value": value,
+                    "Unit": "Milliseconds",
+                }
+            ],
+        )
+
+
+def now_iso(offset: float = 0.0) -> str:
+    stamp = datetime.fromtimestamp(time.time() + offset, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def fenced_at(seconds_ago: float) -> Fence:
+    return Fence(
+        operation="fence",
+        state="FENCED",
+        epoch=1,
+        writers=[],
+        at=now_iso(-seconds_ago),
+        permitFenced=True,
+        writesStoppedAt=time.time() - seconds_ago,
+    )
+
+
+def test_catch_up_waits_for_the_last_item_in_flight_not_only_a_sentinel(replicas: dict[str, Any]) -> None:
+    """Replication reorders items: the newest write (a sentinel's analogue) has arrived
+    but an older one has not. The proof names the missing item until it arrives."""
+    put_replication_latency(100.0)
+    older, newer = "a" * 32, "b" * 32
+    journal_write(PRIMARY, older, "r-older", now_iso(-3))
+    journal_write(PRIMARY, newer, "r-newer", now_iso(-2))
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, newer, "r-newer", now_iso(-2)))
+    plan = make_plan()
+
+    waiting = catchup.catch_up(plan, fenced_at(5), get_settings())
+
+    assert (waiting.complete, waiting.checked, waiting.pending, waiting.pendingIds) == (False, 2, 1, [older])
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, older, "r-older", now_iso(-3)))
+    done = catchup.catch_up(plan, fenced_at(5), get_settings())
+    assert (done.complete, done.pending, done.gate.status) == (True, 0, "open")
+
+
+def test_an_older_write_of_the_same_item_does_not_count_as_caught_up(replicas: dict[str, Any]) -> None:
+    put_replication_latency(100.0)
+    item = "c" * 32
+    journal_write(PRIMARY, item, "r-second", now_iso(-1))
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, item, "r-first", now_iso(-4)))
+
+    result = catchup.catch_up(make_plan(), fenced_at(5), get_settings())
+
+    assert result.pendingIds == [item]
+
+
+def test_gate_counts_ten_times_the_recent_maximum_latency_from_when_writes_stopped(
+    replicas: dict[str, Any],
+) -> None:
+    put_replication_latency(400.0, 1200.0)
+
+    gate = catchup.catch_up(make_plan(), fenced_at(2), get_settings()).gate
+
+    assert (gate.maxLatencyMs, gate.requiredSeconds, gate.status) == (1200.0, 12, "waiting")
+    assert 9 <= gate.waitSeconds <= 10  # 12 s from when writes stopped, 2 s ago
+    assert catchup.catch_up(make_plan(), fenced_at(13), get_settings()).gate.open
+
+
+def test_no_latency_datapoints_never_open_the_gate_in_a_planned_run(replicas: dict[str, Any]) -> None:
+    result = catchup.catch_up(make_plan(), fenced_at(60), get_settings())
+
+    assert (result.complete, result.gate.open, result.gate.status) == (False, False, "closed")
+    # A probe write in the primary makes replication measurable.
+    assert replicas[PRIMARY].get_item(Key={"pk": control.CONTROL_PK, "sk": f"PROBE#{PRIMARY}"}).get("Item")
+
+
+def test_a_cloudwatch_error_never_opens_the_gate(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    class Failing:
+        def get_metric_statistics(self, **_: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": "InternalFailure", "Message": "boom"}}, "GetMetricStatistics"
+            )
+
+    monkeypatch.setattr("multiregion.workflow.catchup.aws.client", lambda *a, **k: Failing())
+
+    planned = catchup.catch_up(make_plan(), fenced_at(60), get_settings())
+    forced = catchup.catch_up(make_plan(FORCED), fenced_at(60), get_settings())
+
+    assert (planned.complete, planned.gate.status) == (False, "closed")
+    assert "InternalFailure" in (planned.gate.error or "")
+    assert (forced.complete, forced.gate.status) == (False, "unknown")
+
+
+def test_gate_refuses_latency_beyond_the_journal_window(replicas: dict[str, Any]) -> None:
+    put_replication_latency(60_000.0)
+
+    with pytest.raises(CatchUpTooSlow, match="600 s exceeds the 300 s journal window"):
+        catchup.catch_up(make_plan(), fenced_at(1), get_settings())
+
+
+def test_forced_catch_up_lists_exactly_what_is_at_risk(replicas: dict[str, Any]) -> None:
+    put_replication_latency(100.0)
+    here, missing = "d" * 32, "e" * 32
+    journal_write(PRIMARY, here, "r1", now_iso(-3))
+    journal_write(PRIMARY, missing, "r2", now_iso(-2))
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, here, "r1", now_iso(-3)))
+
+    result = catchup.catch_up(make_plan(FORCED), fenced_at(1), get_settings())
+
+    assert (result.journalRead, result.pending, result.pendingIds) == (True, 1, [missing])
+
+
+def test_forced_catch_up_with_the_primary_gone_says_unknown(replicas: dict[str, Any]) -> None:
+    drop_region(PRIMARY)
+
+    result = catchup.catch_up(make_plan(FORCED), fenced_at(1), get_settings())
+
+    assert (result.journalRead, result.complete) == (False, False)
+    assert "journal could not be read" in (result.error or "")
+
+
+# --- promote, unfence, routing, failback ----------------------------------------------------
+
+
+def test_promote_grants_this_region_the_lease_and_permits_and_routing_flips(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    plan = make_plan()
+    transitions.fence(plan, get_settings())
+
+    promoted = transitions.promote(plan, get_settings())
+    flipped = routing.flip_routing(plan, get_settings())
+
+    assert (promoted.state, promoted.writers, promoted.epoch) == ("FAILOVER", [SECONDARY], 2)
+    mine = permit_in(SECONDARY)
+    assert (mine.writable, mine.epoch) == (True, 2) and mine.valid(time.time(), leased=True)
+    assert promoted.lease is not None and promoted.lease.majority
+    assert flipped.maintenance == {SECONDARY: False, PRIMARY: True}
+    for table in replicas.values():
+        assert state_in(table).state == "FAILOVER"
+        assert table.get_item(Key=control.maintenance_key(PRIMARY))["Item"]["enabled"] is True
+
+
+def test_only_the_execution_holding_the_fence_may_promote(replicas: dict[str, Any]) -> None:
+    plan = make_plan()
+    transitions.fence(plan, get_settings())
+    intruder = plan.model_copy(update={"executionId": "arn:exec:other"})
+
+    with pytest.raises(StaleEpochError, match="not by this execution"):
+        transitions.promote(intruder, get_settings())
+    assert state_in(replicas[SECONDARY]).state == "FENCED"
+
+
+def test_unfence_gives_writes_and_a_fresh_lease_back(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    plan = make_plan()
+    transitions.fence(plan, get_settings())
+
+    result = transitions.unfence(plan, get_settings())
+
+    assert (result.state, result.writers, result.epoch) == ("ACTIVE", [PRIMARY], 2)
+    back = permit_in(PRIMARY)
+    assert (back.writable, back.epoch) == (True, 2) and back.valid(time.time(), leased=True)
+
+
+def test_failback_plan_reconciles_first_and_runs_in_the_primary(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = make_plan()
+    transitions.fence(plan, get_settings())
+    transitions.promote(plan, get_settings())
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+
+    back = make_plan(direction="failback")
+
+    assert (back.fenceRegion, back.promoteRegion) == (SECONDARY, PRIMARY)
+    assert back.steps[0] == "reconcile"
+    replicas[SECONDARY].put_item(Item=item_record(SECONDARY, "c" * 32, "r", "2026-11-23T08:00:00.000Z"))
+    reconciliation = reconcile.reconcile(back, get_settings())
+    assert reconciliation[f"onlyIn_{SECONDARY}"]["missingHere"] == ["c" * 32]
+
+
+def test_report_times_each_step_from_its_milestones() -> None:
+    plan = {
+        "plannedAt": "2026-11-23T07:00:00.000Z",
+        "direction": "failover",
+        "fenceRegion": PRIMARY,
+        "promoteRegion": SECONDARY,
+        "executionId": "arn:exec:1",
+        "startEpoch": 0,
+        "startState": "ACTIVE",
+        "request": {**REQUEST, "force": False, "dryRun": False},
+    }
+    gate = {"open": True, "status": "open", "evidence": "x"}
+    document = {
+        "plan": {"value": plan},
+        "fenced": {
+            "value": {
+                "operation": "fence",
+                "state": "FENCED",
+                "epoch": 1,
+                "writers": [],
+                "at": "2026-11-23T07:00:01.000Z",
+                "permitFenced": True,
+            }
+        },
+        "catchUp": {
+            "value": {
+                "complete": True,
+                "journalRead": True,
+                "gate": gate,
+                "at": "2026-11-23T07:00:03.500Z",
+                "window": {"from": "2026-11-23T06:55:01.000Z", "to": "2026-11-23T07:00:01.000Z"},
+            }
+        },
+        "promoted": {
+            "value": {
+                "operation": "promote",
+                "state": "FAILOVER",
+                "at": "2026-11-23T07:00:04.000Z",
+                "epoch": 2,
+                "writers": [SECONDARY],
+            }
+        },
+        "routing": {"value": {"maintenance": {}, "writes": {}, "at": "2026-11-23T07:00:04.250Z"}},
+    }
+
+    result = report.report(document)
+
+    assert result["steps"] == {"fence": 1.0, "catchUp": 2.5, "promote": 0.5, "routing": 0.25}
+    assert result["trustedWindow"] == {"from": "2026-11-23T06:55:01.000Z", "to": "2026-11-23T07:00:01.000Z"}
+    assert (result["epoch"], result["writers"], result["from"], result["to"]) == (
+        2,
+        [SECONDARY],
+        PRIMARY,
+        SECONDARY,
+    )
+
+
+def test_handler_plans_with_the_sample_event(replicas: dict[str, Any], lambda_context: Any) -> None:
+    plan = steps_app.lambda_handler(
+        copy.deepcopy(cfn.load_event("failover_steps/plan-failover.json")), lambda_context
+    )
+
+    assert plan["promoteRegion"] == SECONDARY
+    assert plan["catchUpDeadlineSeconds"] == 60
+
+
+def test_handler_raises_invalid_input_for_the_bad_sample(
+    replicas: dict[str, Any], lambda_context: Any
+) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        steps_app.lambda_handler(
+            copy.deepcopy(cfn.load_event("failover_steps/plan-invalid-input.json")), lambda_context
+        )
+
+    message = str(raised.value)
+    assert "reason" in message and "force" in message and "region" in message
+
+
+def test_handler_refuses_an_unknown_step(replicas: dict[str, Any], lambda_context: Any) -> None:
+    with pytest.raises(InvalidInput, match="unknown step 'promote_everything'"):
+        steps_app.lambda_handler({"action": "promote_everything", "plan": {}}, lambda_context)

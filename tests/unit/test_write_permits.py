@@ -1,0 +1,206 @@
+"""Fencing by condition and the active-passive write lease, on the write path itself.
+
+Each test here names a way the old timing-only fence let a write through, or a lease
+rule; the write must be refused by DynamoDB's condition, whatever the cache said."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.health import app as health_app
+from functions.items_api import app as items_app
+from multiregion import appstate, aws, lease, permits
+from multiregion.renewer import renew_once
+from multiregion.settings import get_settings
+from tests.support.cfn import create_control_table_kwargs, create_table_kwargs, load_event
+from tests.support.responses import body, header
+from tests.unit.conftest import REGION, SECONDARY, TABLE
+
+SERVICE = "us-east-2"
+CONTROL = f"{TABLE}-control"
+
+
+def items(name: str, ctx: Any, **changes: Any) -> dict[str, Any]:
+    event = copy.deepcopy(load_event(f"items_api/{name}"))
+    event.update(changes)
+    return items_app.lambda_handler(event, ctx)
+
+
+def control(region: str = REGION) -> Any:
+    return boto3.resource("dynamodb", region_name=region).Table(CONTROL)
+
+
+def item_count(table: Any) -> int:
+    return table.scan(FilterExpression="begins_with(pk, :p)", ExpressionAttributeValues={":p": "ITEM#"})[
+        "Count"
+    ]
+
+
+@pytest.fixture
+def voters(table: Any) -> Iterator[Any]:
+    """The lease's other voters: the secondary's and the service region's control tables."""
+    for region in (SECONDARY, SERVICE):
+        boto3.client("dynamodb", region_name=region).create_table(**create_control_table_kwargs(TABLE))
+    boto3.client("dynamodb", region_name=SECONDARY).create_table(**create_table_kwargs(TABLE))
+    yield table
+
+
+@pytest.fixture
+def active_passive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_MODE", "active-passive")
+
+
+def fence_permits_behind_the_cache(region: str = REGION, epoch: int = 1) -> None:
+    """The workflow's fence lands in the permits; this container's cache has not seen it."""
+    permits.write(control(region), permits.WritePermit(region=region, epoch=epoch, writable=False), 16)
+
+
+# --- fencing by condition --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_file", ["create.json", "replace.json", "delete.json"])
+def test_a_write_that_passes_a_stale_cache_after_the_fence_is_refused(
+    table: Any, lambda_context: Any, event_file: str
+) -> None:
+    created = body(items("create.json", lambda_context))["item"]  # the cache now says: writable
+    before = table.get_item(Key={"pk": f"ITEM#{created['id']}", "sk": "ITEM"})["Item"]
+    fence_permits_behind_the_cache()
+    target: dict[str, Any] = {}
+    if event_file != "create.json":
+        target = {
+            "pathParameters": {"id": created["id"]},
+            "path": f"/items/{created['id']}",
+            "headers": {"Content-Type": "application/json", "If-Match": f'"1.{before["revision"]}"'},
+        }
+
+    response = items(event_file, lambda_context, **target)
+
+    assert response["statusCode"] == 503, response["body"]
+    assert body(response)["code"] == "WriteFenced"
+    assert "fenced at epoch 1" in body(response)["message"]
+    assert item_count(table) == 1
+    assert table.get_item(Key={"pk": f"ITEM#{created['id']}", "sk": "ITEM"})["Item"] == before
+
+
+def test_every_write_is_journalled_with_its_permit_shard(table: Any, lambda_context: Any) -> None:
+    created = body(items("create.json", lambda_context))["item"]
+    shard = permits.shard_of(created["id"], 16)
+
+    entries = control().query(
+        KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"JOURNAL#{shard:02d}"}
+    )["Items"]
+
+    assert [(e["id"], e["op"], e["version"]) for e in entries] == [(created["id"], "put", 1)]
+
+
+def test_transaction_conflicts_are_retried_then_answered_503(
+    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    client = aws.table(TABLE, REGION).meta.client  # the client the handler uses
+    attempts = []
+
+    def conflicting(**_: Any) -> None:
+        attempts.append(1)
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}, {"Code": "None"}],
+            },
+            "TransactWriteItems",
+        )
+
+    monkeypatch.setattr(client, "transact_write_items", conflicting)
+    monkeypatch.setattr("multiregion.transactions.CONFLICT_BACKOFF_SECONDS", 0.0)
+
+    response = items("create.json", lambda_context)
+
+    assert response["statusCode"] == 503
+    assert header(response, "Retry-After") == "1"
+    assert len(attempts) == 4
+    assert item_count(table) == 0
+
+
+# --- the active-passive lease ---------------------------------------------------------------
+
+
+def test_active_passive_primary_takes_no_write_until_a_majority_grants_its_lease(
+    voters: Any, lambda_context: Any, active_passive: None
+) -> None:
+    refused = items("create.json", lambda_context)
+    assert refused["statusCode"] == 503
+    assert "no write lease granted yet" in body(refused)["message"]
+
+    renewal = renew_once(get_settings())
+    appstate.cache.clear()
+
+    assert renewal.outcome == "renewed" and renewal.ballot is not None
+    assert renewal.ballot.majority
+    assert items("create.json", lambda_context)["statusCode"] == 201
+
+
+def test_losing_the_standby_region_alone_leaves_the_primary_writing(
+    voters: Any, lambda_context: Any, active_passive: None
+) -> None:
+    boto3.client("dynamodb", region_name=SECONDARY).delete_table(TableName=CONTROL)
+
+    renewal = renew_once(get_settings())
+    appstate.cache.clear()
+
+    assert renewal.outcome == "renewed" and renewal.ballot is not None
+    assert sorted(renewal.ballot.agreed) == sorted([REGION, SERVICE])
+    assert items("create.json", lambda_context)["statusCode"] == 201
+
+
+def test_a_primary_cut_off_from_the_majority_stops_writing_when_its_lease_ends_and_health_says_why(
+    voters: Any, lambda_context: Any, active_passive: None
+) -> None:
+    assert renew_once(get_settings()).outcome == "renewed"
+    assert items("create.json", lambda_context)["statusCode"] == 201  # the cache holds a live lease
+    for region in (SECONDARY, SERVICE):
+        boto3.client("dynamodb", region_name=region).delete_table(TableName=CONTROL)
+
+    assert renew_once(get_settings()).outcome == "no-majority"
+    # Its lease runs out (moved into the past here); the cache still shows it alive.
+    control().update_item(
+        Key=permits.permit_key(permits.shard_of("x", 16)),
+        UpdateExpression="SET expiresAt = :past",
+        ExpressionAttributeValues={":past": int(time.time()) - 1},
+    )
+    for shard in range(16):
+        control().update_item(
+            Key=permits.permit_key(shard),
+            UpdateExpression="SET expiresAt = :past",
+            ExpressionAttributeValues={":past": int(time.time()) - 1},
+        )
+
+    refused = items("create.json", lambda_context)
+    health = health_app.lambda_handler(copy.deepcopy(load_event("health/get.json")), lambda_context)
+
+    assert refused["statusCode"] == 503
+    assert "write lease expired" in body(refused)["message"]
+    assert health["statusCode"] == 503
+    assert body(health)["failed"] == ["writes"]
+    assert "write lease expired" in body(health)["checks"]["writes"]["detail"]
+
+
+def test_the_lease_cannot_be_renewed_once_a_takeover_moved_it_at_a_majority(
+    voters: Any, active_passive: None
+) -> None:
+    settings = get_settings()
+    assert renew_once(settings).outcome == "renewed"
+
+    takeover = lease.transfer(settings, 1, SECONDARY, time.time() + 30, time.time())
+
+    assert takeover.majority
+    assert takeover.latest_grant() is not None and takeover.latest_grant() > time.time()
+    again = renew_once(settings)
+    assert again.outcome == "no-majority"
+    assert again.ballot is not None and again.ballot.agreed == []
