@@ -1,4 +1,4 @@
-"""Lease renewer: keeps the active-passive writer's lease alive, every few seconds.
+"""Lease renewer: keeps the writer's permit current and its active-passive lease alive.
 
 EventBridge starts it once a minute; each run renews every LEASE_RENEW_SECONDS for a
 little over two minutes, so two runs overlap and one missed start (EventBridge skipped
@@ -33,10 +33,10 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
             renewal = None
         outcome = renewal.outcome if renewal else "error"
         rounds[outcome] = rounds.get(outcome, 0) + 1
-        if renewal and outcome not in ("renewed", "not-the-writer", "not-leased"):
+        if renewal and outcome == "raised":
+            logger.info("permit raised to the state's epoch", extra={"renewal": renewal.model_dump()})
+        elif renewal and outcome not in ("renewed", "current", "not-the-writer"):
             logger.warning("lease not renewed", extra={"renewal": renewal.model_dump()})
-        if outcome == "not-leased":
-            break
         next_round = settings.lease_renew_seconds
         if time.monotonic() - started + next_round >= RUN_SECONDS:
             break

@@ -204,3 +204,49 @@ def test_the_lease_cannot_be_renewed_once_a_takeover_moved_it_at_a_majority(
     again = renew_once(settings)
     assert again.outcome == "no-majority"
     assert again.ballot is not None and again.ballot.agreed == []
+
+
+def test_a_writer_whose_permits_a_workflow_could_not_reach_gets_them_back_from_the_majority(
+    voters: Any, lambda_context: Any, active_passive: None
+) -> None:
+    """An aborted failover gave the writes back (state and grants at epoch 2) while the
+    primary was unreachable: its permits were left at epoch 0. Its renewer raises them,
+    because a majority granted it the lease at epoch 2; nothing else could."""
+    settings = get_settings()
+    assert renew_once(settings).outcome == "renewed"
+    back = appstate.unfence(
+        appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-passive"), REGION)
+    )
+    boto3.resource("dynamodb", region_name=REGION).Table(TABLE).put_item(Item=appstate.to_record(back))
+    assert renew_once(settings).outcome == "no-majority"  # the voters are still at epoch 0
+
+    lease.transfer(settings, 2, REGION, time.time() + 30, time.time())  # the un-fence's grant
+    renewal = renew_once(settings)
+    appstate.cache.clear()
+
+    assert (renewal.outcome, renewal.epoch) == ("renewed", 2)
+    assert permits.read(control(), REGION, leased=True).epoch == 2
+    assert body(items("create.json", lambda_context))["item"]["epoch"] == 2
+
+
+def test_a_renewer_never_raises_a_permit_past_a_fence_of_its_epoch(voters: Any, active_passive: None) -> None:
+    settings = get_settings()
+    assert renew_once(settings).outcome == "renewed"
+    fence_permits_behind_the_cache(epoch=1)  # fenced; this replica's state still says epoch 0
+
+    assert renew_once(settings).outcome == "not-the-writer"
+    assert permits.read(control(), REGION, leased=True).writable is False
+
+
+def test_active_active_raises_a_permit_left_behind_by_an_unreachable_unfence(
+    table: Any, lambda_context: Any
+) -> None:
+    fence_permits_behind_the_cache(epoch=1)
+    back = appstate.unfence(
+        appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-active"), REGION)
+    )
+    table.put_item(Item=appstate.to_record(back))
+
+    assert renew_once(get_settings()).outcome == "raised"
+    appstate.cache.clear()
+    assert items("create.json", lambda_context)["statusCode"] == 201

@@ -163,9 +163,6 @@ def write(table: Any, permit: WritePermit, shards: int) -> None:
 
 def extend(table: Any, permit: WritePermit, until: float, shards: int) -> None:
     """Move the lease end of a current, writable permit forward (the renewer)."""
-    if not permit.stored:
-        write(table, permit.model_copy(update={"expiresAt": until, "writable": True}), shards)
-        return
     actions = [
         {
             "Update": {
