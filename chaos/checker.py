@@ -321,7 +321,7 @@ def one_writer(history: History) -> list[Violation]:
     """Active-passive: a region acknowledged a write while another owned the writes: after a
     takeover promoted (or failback activated) without it, or under an epoch that did not
     let it write. Between a fence and the next change the fenced region may still finish
-    writes it accepted from its cached state: that is what the drain waits out."""
+    writes that committed before the fence reached its permits."""
     if history.mode != "active-passive":
         return []
     changes = timeline(history)

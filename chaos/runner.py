@@ -19,7 +19,7 @@ from chaos.operator import Operator
 from chaos.schedule import SeedPlan, plan
 from tests.support.target import Target
 
-CONTROL_PK = "CONTROL"  # the table's control records: state, audit, sentinels, switches
+CONTROL_PK = "CONTROL"  # the table's control records: state, audit, probes, switches
 STATE_SK = "APP_STATE"
 AUDIT_PREFIX = "APP_STATE#AUDIT#"
 SETTLE_SECONDS = 30.0

@@ -259,3 +259,18 @@ def test_i3_two_updates_on_one_version_accepted_in_one_region_is_a_lost_update_i
         assert verdict.invariants() == ["I3"], mode
         assert verdict.violations[0].evidence["overwritten"][0]["fate"] == "lost-update"
         assert verdict.overwrites == 0
+
+
+def test_i6_a_lapsed_lease_after_a_fault_on_the_writer_is_explained_and_only_then() -> None:
+    """Active-passive: the writer refuses writes, with no state change, when a fault kept
+    its renewer from a majority; within one lease (and a round) after that fault only."""
+    b = Builder()
+    b.fault("function-timeout", 5.0, 9.0, P)
+    b.attempt("create", 12.0, P, 503, error="WriteFenced", token="t1")
+
+    assert check(b.build()).violations == []
+    b.attempts[-1] = b.attempts[-1].model_copy(update={"start": 40.0, "end": 40.1})
+    assert check(b.build()).invariants() == ["I6"]
+    b.mode = "active-active"  # no lease there: the same refusal stays unexplained
+    b.attempts[-1] = b.attempts[-1].model_copy(update={"start": 12.0, "end": 12.1})
+    assert check(b.build()).invariants() == ["I6"]

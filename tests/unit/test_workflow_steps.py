@@ -526,3 +526,29 @@ def test_handler_raises_invalid_input_for_the_bad_sample(
 def test_handler_refuses_an_unknown_step(replicas: dict[str, Any], lambda_context: Any) -> None:
     with pytest.raises(InvalidInput, match="unknown step 'promote_everything'"):
         steps_app.lambda_handler({"action": "promote_everything", "plan": {}}, lambda_context)
+
+
+def test_a_forced_takeover_outwaits_the_old_writers_lease_when_its_clock_runs_behind(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary's clock is the skew bound behind: its lease ends later in real time than
+    its grant says. At the moment the takeover lets writes resume, a write the primary
+    built even a full request flight earlier (by its own slow clock) is past its lease."""
+    settings = get_settings()
+    behind = settings.clock_skew_seconds
+    real_time = time.time
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+    monkeypatch.setattr(time, "time", lambda: real_time() - behind)  # the primary's process
+    from multiregion.renewer import renew_once
+
+    assert renew_once(get_settings()).outcome == "renewed"
+    monkeypatch.setattr(time, "time", real_time)  # the takeover runs on a true clock
+    expires = permit_in(PRIMARY).expiresAt
+    monkeypatch.setenv("AWS_REGION", SECONDARY)
+    drop_region(PRIMARY)
+
+    fence = transitions.fence(make_plan(FORCED), get_settings())
+
+    assert expires is not None and fence.writesStoppedAt is not None
+    primary_clock_then = fence.writesStoppedAt - behind
+    assert primary_clock_then - settings.writer_timeout_seconds >= expires

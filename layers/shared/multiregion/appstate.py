@@ -253,17 +253,18 @@ def propagate(table: Any, new: AppState) -> bool:
 
 
 class StateCache:
-    """At most one read of the state per TTL per container, whatever the request rate.
+    """At most one read of the state (and this region's permit) per TTL per container,
+    whatever the request rate (multiregion.fencing stores its RegionView here).
 
     A write that passes the check may land up to one TTL after a fence was written;
-    the failover workflow's drain step waits out that TTL for exactly this reason."""
+    that is why every write also condition-checks the region's permit (multiregion.permits)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[float, AppState]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
 
-    def get(self, key: tuple[str, str], ttl: float, read: Callable[[], AppState]) -> AppState:
+    def get[T](self, key: tuple[str, str], ttl: float, read: Callable[[], T]) -> T:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
