@@ -189,6 +189,22 @@ def _overwriter(write: Attempt, stored: StoredItem | None, writes: _Writes) -> A
     return None
 
 
+def _late_copy(history: History, write: Attempt, stored: StoredItem | None) -> Attempt | None:
+    """The final version is a write this one had seen, but as an attempt of it that was
+    never answered in another region (held in flight, retried elsewhere) and landed after:
+    a later write there, so last writer wins puts it back over `write`."""
+    if stored is None or stored.updatedRegion == write.region:
+        return None
+    return next(
+        (
+            a
+            for a in history.attempts
+            if a.token == stored.token and a.region == stored.updatedRegion and not a.acknowledged
+        ),
+        None,
+    )
+
+
 def _cross_region(a: Attempt, b: Attempt) -> bool:
     return a.region is None or b.region is None or a.region != b.region
 
@@ -212,7 +228,7 @@ def write_fates(history: History) -> list[dict[str, Any]]:
         if not missing:
             continue
         region, stored = next(iter(missing.items()))
-        culprit = _overwriter(write, stored, writes)
+        culprit = _overwriter(write, stored, writes) or _late_copy(history, write, stored)
         if _reported_at_risk(write, reports):
             fate = "at-risk"
         elif culprit is None:

@@ -19,6 +19,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -459,6 +460,9 @@ def _error(
             ("Content-Type", "application/x-amz-json-1.0"),
             ("Content-Length", str(len(body))),
             ("x-amzn-ErrorType", code),
+            # AWS answers every request, errors included, with a request id; callers such as
+            # moto's Step Functions interpreter read it from the response metadata.
+            ("x-amzn-RequestId", str(uuid.uuid4())),
             *(headers or []),
         ],
     )

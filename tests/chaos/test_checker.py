@@ -274,3 +274,20 @@ def test_i6_a_lapsed_lease_after_a_fault_on_the_writer_is_explained_and_only_the
     b.mode = "active-active"  # no lease there: the same refusal stays unexplained
     b.attempts[-1] = b.attempts[-1].model_copy(update={"start": 12.0, "end": 12.1})
     assert check(b.build()).invariants() == ["I6"]
+
+
+def test_i1_a_late_copy_of_a_retried_write_is_last_writer_wins_not_a_silent_loss() -> None:
+    """A create held in flight in P, retried and acknowledged in S, then updated in S; the
+    held attempt lands last in P, so last writer wins puts the create back everywhere.
+    Active-active: counted as a last-writer-wins overwrite. Active-passive: violations (S
+    was no writer; the overwrite loses an update)."""
+    for mode, expected in (("active-active", []), ("active-passive", ["I2", "I3"])):
+        b = Builder(mode)  # type: ignore[arg-type]
+        b.attempt("create", 1.0, P, None, op="c", token="t1", error="ReadTimeout")  # held, no answer
+        b.attempt("create", 2.0, S, 201, op="c", token="t1", version=1)
+        b.update(3.0, "t2", base="t1", version=2, region=S)
+        b.stored("t1", 1)
+        b.items[P][ITEM].updatedRegion = P
+        b.items[S][ITEM].updatedRegion = P
+
+        assert check(b.build()).invariants() == expected, mode

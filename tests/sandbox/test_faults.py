@@ -295,6 +295,8 @@ def test_a_throttled_dynamodb_answers_with_its_real_errors(outage_moto: str, fau
         )
     assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
     assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == ["ThrottlingError"] * 2
+    # Every AWS answer, an error too, carries a request id (Step Functions' interpreter reads it).
+    assert raised.value.response["ResponseMetadata"]["RequestId"]
     assert "TableNames" in ddb_client(outage_moto, SECONDARY).list_tables()  # other regions answer
     faults.heal(PRIMARY)
     ddb.put_item(TableName="throttled", Item={"pk": {"S": "a"}})

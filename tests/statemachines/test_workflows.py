@@ -335,6 +335,24 @@ def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknow
     assert state_in(target, s)["writers"] == [s]
 
 
+@pytest.mark.timeout(60)
+def test_losing_the_standby_region_alone_leaves_the_primary_writing(target: Target) -> None:
+    """The secondary is down for three leases: the primary renews through itself and the
+    witness, keeps its health and takes every write."""
+    p, s = target.primary, target.secondary
+    target.fault("region-down", s)
+    statuses = []
+    deadline = time.monotonic() + 3 * int(PARAMETERS["LeaseSeconds"])
+    while time.monotonic() < deadline:
+        statuses.append(
+            requests.post(f"{target.region_urls[p]}/items", json={"name": "p"}, timeout=10).status_code
+        )
+        time.sleep(0.2)
+
+    assert set(statuses) == {201}
+    assert requests.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
+
+
 @pytest.mark.timeout(150)
 def test_partition_and_forced_takeover_never_yield_two_writers(target: Target) -> None:
     """The app regions cannot reach each other; the secondary takes over by force while a
