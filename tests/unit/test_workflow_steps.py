@@ -317,15 +317,19 @@ def test_an_older_write_of_the_same_item_does_not_count_as_caught_up(replicas: d
 
 
 def test_gate_counts_ten_times_the_recent_maximum_latency_from_when_writes_stopped(
-    replicas: dict[str, Any],
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The gate vouches for writes older than the journal's window: each had the window,
+    plus the time since writes stopped, to replicate; it must cover 10x the max latency."""
     put_replication_latency(400.0, 1200.0)
 
-    gate = catchup.catch_up(make_plan(), fenced_at(2), get_settings()).gate
+    assert catchup.catch_up(make_plan(), fenced_at(0), get_settings()).gate.open  # 12 s < a 300 s window
+    monkeypatch.setenv("JOURNAL_WINDOW_SECONDS", "10")
+    gate = catchup.catch_up(make_plan(), fenced_at(0.5), get_settings()).gate
 
     assert (gate.maxLatencyMs, gate.requiredSeconds, gate.status) == (1200.0, 12, "waiting")
-    assert 9 <= gate.waitSeconds <= 10  # 12 s from when writes stopped, 2 s ago
-    assert catchup.catch_up(make_plan(), fenced_at(13), get_settings()).gate.open
+    assert 1 <= gate.waitSeconds <= 2  # 12 s needed: 10 s of window and 0.5 s since the stop so far
+    assert catchup.catch_up(make_plan(), fenced_at(2.5), get_settings()).gate.open
 
 
 def test_no_latency_datapoints_never_open_the_gate_in_a_planned_run(replicas: dict[str, Any]) -> None:
@@ -357,11 +361,19 @@ def test_a_cloudwatch_error_never_opens_the_gate(
     assert (forced.complete, forced.gate.status) == (False, "unknown")
 
 
-def test_gate_refuses_latency_beyond_the_journal_window(replicas: dict[str, Any]) -> None:
-    put_replication_latency(60_000.0)
+def test_gate_refuses_a_latency_it_could_not_cover_before_the_deadline(replicas: dict[str, Any]) -> None:
+    put_replication_latency(40_000.0)  # 400 s needed: the 300 s window + 60 s deadline fall short
 
-    with pytest.raises(CatchUpTooSlow, match="600 s exceeds the 300 s journal window"):
+    with pytest.raises(CatchUpTooSlow, match="more than the 60 s deadline"):
         catchup.catch_up(make_plan(), fenced_at(1), get_settings())
+    assert catchup.catch_up(make_plan(FORCED), fenced_at(1), get_settings()).gate.status == "waiting"
+
+
+def test_the_catch_up_deadline_is_in_time_from_the_fence(replicas: dict[str, Any]) -> None:
+    put_replication_latency(100.0)
+
+    assert catchup.catch_up(make_plan(), fenced_at(59), get_settings()).deadlinePassed is False
+    assert catchup.catch_up(make_plan(), fenced_at(61), get_settings()).deadlinePassed is True
 
 
 def test_forced_catch_up_lists_exactly_what_is_at_risk(replicas: dict[str, Any]) -> None:

@@ -9,10 +9,12 @@ Two parts, both required before a planned run promotes:
    revision), or a later one. The journal's shards are read in parallel, each its own
    partition, and the replica is read in batches of 100 keys.
 2. For writes older than the window, replication's own measure: the maximum
-   `ReplicationLatency` of the last 15 minutes, times 10 (AWS's guidance), counted from
-   when writes stopped, and no more than the window. No datapoints or a CloudWatch
-   error prove nothing: a planned run waits (a probe write makes replication
-   measurable) and gives up at the deadline; a forced run records `unknown`.
+   `ReplicationLatency` of the last 15 minutes, times 10 (AWS's guidance). Each such
+   write had at least the window, plus the time since writes stopped, to replicate; the
+   gate opens once that covers ten times the maximum (at once, unless replication was
+   recently slower than a tenth of the window). No datapoints or a CloudWatch error
+   prove nothing: a planned run waits (a probe write makes replication measurable) and
+   gives up at the deadline; a forced run records `unknown`.
 """
 
 from __future__ import annotations
@@ -121,23 +123,20 @@ def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float) -> 
         )
     max_ms = max(points)
     required = math.ceil(LATENCY_MULTIPLIER * max_ms / 1000)
-    if required > settings.journal_window_seconds:
-        evidence = (
-            f"{LATENCY_MULTIPLIER}x max ReplicationLatency ({max_ms:.0f} ms) = {required} s exceeds the "
-            f"{settings.journal_window_seconds} s journal window"
-        )
-        if not forced:
-            raise CatchUpTooSlow(evidence)
-        return Gate(
-            open=False, status="unknown", evidence=evidence, datapoints=len(points), maxLatencyMs=max_ms
-        )
-    wait = max(0, math.ceil(stopped + required - now))
+    window = settings.journal_window_seconds
+    # The writes this gate vouches for are those older than the window: each had at least
+    # the window, plus the time since writes stopped, to replicate.
+    wait = max(0, math.ceil(stopped + required - window - now))
+    evidence = (
+        f"{LATENCY_MULTIPLIER}x max ReplicationLatency ({max_ms:.0f} ms) = {required} s, against the "
+        f"{window} s window plus the time since writes stopped"
+    )
+    if not forced and required - window > plan.catchUpDeadlineSeconds:
+        raise CatchUpTooSlow(f"{evidence}: more than the {plan.catchUpDeadlineSeconds} s deadline")
     return Gate(
         open=wait == 0,
         status="open" if wait == 0 else "waiting",
-        evidence=(
-            f"{LATENCY_MULTIPLIER}x max ReplicationLatency ({max_ms:.0f} ms), from when writes stopped"
-        ),
+        evidence=evidence,
         datapoints=len(points),
         maxLatencyMs=max_ms,
         requiredSeconds=required,
@@ -170,6 +169,8 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
     start = _iso(min(stopped, now) - settings.journal_window_seconds)
     window = {"from": start, "to": _iso(stopped) if fence.writesStoppedAt is not None else None}
     gate = latency_gate(plan, settings, stopped, now)
+    fenced_at = datetime.fromisoformat(fence.at.replace("Z", "+00:00")).timestamp()
+    deadline_passed = now >= fenced_at + fence.waitSeconds + plan.catchUpDeadlineSeconds
     if gate.status == "closed" and gate.datapoints == 0:
         gate.error = probe(plan, settings) or gate.error
     try:
@@ -182,6 +183,7 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
             gate=gate,
             at=utc_now_iso(),
             error=f"{plan.fenceRegion}'s journal could not be read: {describe_error(error)}",
+            deadlinePassed=deadline_passed,
         )
     missing = sorted(_missing(settings, entries))
     return CatchUp(
@@ -193,4 +195,5 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
         window=window,
         gate=gate,
         at=utc_now_iso(),
+        deadlinePassed=deadline_passed,
     )

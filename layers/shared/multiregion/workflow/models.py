@@ -93,6 +93,7 @@ class CatchUp(BaseModel):
     gate: Gate
     at: str
     error: str | None = None
+    deadlinePassed: bool = False  # CatchUpDeadlineSeconds since the fence (and any lease wait)
 
 
 class Routing(BaseModel):
