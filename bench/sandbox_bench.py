@@ -6,9 +6,10 @@ replication delay under that load, the global endpoint's added latency.
 1. start-up: from spawning `python -m sandbox up` (what `make sandbox` runs) until all
    three regions are deployed and both app regions answer /health with 200;
 2. writes, side by side in one run, from the same number of client threads:
-   `raw_moto_writes_per_second`, boto3 `put_item` straight to the sandbox's AWS
-   endpoint on the global table, the same record `POST /items` writes (the limit of this
-   stack: moto, the fault middleware, replication), and `global_writes_per_second`,
+   `raw_moto_writes_per_second`, the transaction `POST /items` commits (the item, its
+   permit check and journal entry, built by the product's code) sent straight to the
+   sandbox's AWS endpoint (the limit of this stack: moto, the fault middleware,
+   replication), and `global_writes_per_second`,
    `POST /items` through the global endpoint (router, API Gateway, Lambda containers,
    the handler's own AWS calls); their ratio is `write_throughput_ratio`;
 3. replication delay under the API's write load: p50 and p99 of every delivery's delay
@@ -69,39 +70,52 @@ def run_clients(clients: int, seconds: float, work: Callable[[int], Callable[[],
     return sum(counts) / (time.monotonic() - started)
 
 
-def raw_put_item(
+def item_record(region: str) -> dict[str, Any]:
+    """The record POST /items writes (keys, list index, fields)."""
+    item_id = uuid.uuid4().hex
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return {
+        "pk": f"ITEM#{item_id}", "sk": "ITEM", "gsi1pk": "ITEM", "gsi1sk": f"{now}#{item_id}",
+        "id": item_id, "name": "bench", "description": "", "tags": [], "version": 1,
+        "revision": uuid.uuid4().hex[:12], "createdAt": now, "updatedAt": now,
+        "updatedRegion": region, "epoch": 0,
+    }  # fmt: skip
+
+
+def guarded_actions(table: str, item: dict[str, Any], shards: int = 16) -> list[dict[str, Any]]:
+    """The transaction POST /items commits, built by the product's own code: the item, the
+    permit check of its shard (active-active, epoch 0) and its journal entry."""
+    from multiregion import journal, permits
+
+    control = f"{table}-control"
+    shard = permits.shard_of(item["id"], shards)
+    entry = journal.JournalEntry(
+        id=item["id"], op="put", version=1, revision=item["revision"], updatedAt=item["updatedAt"]
+    )
+    return [
+        {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+        permits.condition_check(control, permits.initial_permit("", leased=False), shard, time.time(), False),
+        journal.put_action(control, shard, entry),
+    ]
+
+
+def raw_guarded_writes(
     target: Target, table: str, region: str, clients: int
 ) -> Callable[[int], Callable[[], bool]]:
-    made = [target.client("dynamodb", region) for _ in range(clients)]  # creating clients is not thread-safe
+    """The writes POST /items makes, straight to the sandbox's AWS endpoint: the stack's limit.
+    A transaction that meets another on a permit shard (TransactionConflict) is not counted."""
+    from botocore.exceptions import ClientError
+
+    made = [target.table(region).meta.client for _ in range(clients)]  # creating clients is not thread-safe
 
     def work(index: int) -> Callable[[], bool]:
-        ddb = made[index]
-        counter = iter(range(10**9))
+        client = made[index]
 
         def step() -> bool:
-            # The same record as POST /items writes (keys, list index, fields), so both
-            # measurements cost moto and replication the same per write.
-            item_id = uuid.uuid4().hex
-            now = f"2026-01-01T00:00:{next(counter) % 60:02d}.000Z"
-            ddb.put_item(
-                TableName=table,
-                Item={
-                    "pk": {"S": f"ITEM#{item_id}"},
-                    "sk": {"S": "ITEM"},
-                    "gsi1pk": {"S": "ITEM"},
-                    "gsi1sk": {"S": f"{now}#{item_id}"},
-                    "id": {"S": item_id},
-                    "name": {"S": "bench"},
-                    "description": {"S": ""},
-                    "tags": {"L": []},
-                    "version": {"N": "1"},
-                    "createdAt": {"S": now},
-                    "updatedAt": {"S": now},
-                    "updatedRegion": {"S": region},
-                    "epoch": {"N": "0"},
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+            try:
+                client.transact_write_items(TransactItems=guarded_actions(table, item_record(region)))
+            except ClientError:
+                return False
             return True
 
         return step
@@ -126,50 +140,16 @@ def global_post(target: Target) -> Callable[[int], Callable[[], bool]]:
 
 def fencing_cost(target: Target, table: str, region: str, samples: int) -> dict[str, Any]:
     """Write latency without and with the permit condition (and journal entry), alternated."""
-    from multiregion import journal, permits
-
     client = target.table(region).meta.client  # a resource's client: serializes Python values
-    control = f"{table}-control"
-    permit = permits.initial_permit(region, leased=False)  # active-active: the permit check of epoch 0
     plain: list[float] = []
     guarded: list[float] = []
-
-    def record() -> dict[str, Any]:
-        item_id = uuid.uuid4().hex
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        return {
-            "pk": f"ITEM#{item_id}",
-            "sk": "ITEM",
-            "gsi1pk": "ITEM",
-            "gsi1sk": f"{now}#{item_id}",
-            "id": item_id,
-            "name": "bench",
-            "description": "",
-            "tags": [],
-            "version": 1,
-            "revision": uuid.uuid4().hex[:12],
-            "createdAt": now,
-            "updatedAt": now,
-            "updatedRegion": region,
-            "epoch": 0,
-        }
-
     for _ in range(samples):
-        item = record()
+        item = item_record(region)
         t0 = time.perf_counter()
         client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
         plain.append((time.perf_counter() - t0) * 1000)
 
-        item = record()
-        shard = permits.shard_of(item["id"], 16)
-        entry = journal.JournalEntry(
-            id=item["id"], op="put", version=1, revision=item["revision"], updatedAt=item["updatedAt"]
-        )
-        actions = [
-            {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
-            permits.condition_check(control, permit, shard, time.time(), leased=False),
-            journal.put_action(control, shard, entry),
-        ]
+        actions = guarded_actions(table, item_record(region))
         t0 = time.perf_counter()
         client.transact_write_items(TransactItems=actions)
         guarded.append((time.perf_counter() - t0) * 1000)
@@ -218,7 +198,9 @@ def main() -> None:
             writes = run_clients(args.clients, args.seconds, global_post(target))
             delays = replication_delays(target)
             settle(target)
-            raw = run_clients(args.clients, args.seconds, raw_put_item(target, table, region, args.clients))
+            raw = run_clients(
+                args.clients, args.seconds, raw_guarded_writes(target, table, region, args.clients)
+            )
             settle(target)
 
             item = requests.post(
