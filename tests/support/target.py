@@ -53,22 +53,20 @@ class Target:
             )
         return boto3.client(service, **kwargs)
 
-    def table(self, region: str) -> Any:
+    def _dynamodb_table(self, region: str, name: str) -> Any:
         kwargs: dict[str, Any] = {"region_name": region}
         if self.aws_endpoint:
             kwargs.update(
                 endpoint_url=self.aws_endpoint, aws_access_key_id="sandbox", aws_secret_access_key="sandbox"
             )
-        return boto3.resource("dynamodb", **kwargs).Table(self.table_name)
+        return boto3.resource("dynamodb", **kwargs).Table(name)
+
+    def table(self, region: str) -> Any:
+        return self._dynamodb_table(region, self.table_name)
 
     def control_table(self, region: str) -> Any:
         """A region's control table: write permits, lease grant, write journal."""
-        kwargs: dict[str, Any] = {"region_name": region}
-        if self.aws_endpoint:
-            kwargs.update(
-                endpoint_url=self.aws_endpoint, aws_access_key_id="sandbox", aws_secret_access_key="sandbox"
-            )
-        return boto3.resource("dynamodb", **kwargs).Table(f"{self.table_name}-control")
+        return self._dynamodb_table(region, f"{self.table_name}-control")
 
     def reset_metrics(self) -> None:
         """Sandbox only: forget every CloudWatch datapoint (a fresh system's history)."""

@@ -59,6 +59,12 @@ def table(table_name: str, region: str, config: Config | None = None) -> Any:
     )
 
 
+def table_from(table_name: str, region: str, home: str) -> Any:
+    """A table in `region` as seen from a function in `home`: another region's through the
+    short cross-region config (it may be the sick one)."""
+    return table(table_name, region, None if region == home else CROSS_REGION_CONFIG)
+
+
 def error_code(error: ClientError) -> str | None:
     return error.response.get("Error", {}).get("Code")
 

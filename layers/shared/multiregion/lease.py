@@ -68,8 +68,7 @@ class Ballot(BaseModel):
 
 
 def _table(settings: Settings, region: str) -> Any:
-    config = None if region == settings.region else aws.CROSS_REGION_CONFIG
-    return aws.table(settings.control_table_name, region, config)
+    return aws.table_from(settings.control_table_name, region, settings.region)
 
 
 def _ask(settings: Settings, ask: Callable[[Any, str], Vote], until_majority: bool = True) -> Ballot:

@@ -26,15 +26,11 @@ from multiregion.workflow.models import Fence, Plan, Transition
 
 
 def _state_table(settings: Settings, region: str) -> Any:
-    if region == settings.region:
-        return aws.table(settings.table_name, region)
-    return aws.table(settings.table_name, region, aws.CROSS_REGION_CONFIG)
+    return aws.table_from(settings.table_name, region, settings.region)
 
 
 def _control_table(settings: Settings, region: str) -> Any:
-    if region == settings.region:
-        return aws.table(settings.control_table_name, region)
-    return aws.table(settings.control_table_name, region, aws.CROSS_REGION_CONFIG)
+    return aws.table_from(settings.control_table_name, region, settings.region)
 
 
 def _change_state(
