@@ -1,7 +1,8 @@
 """Cross-region replication that moto does not do: DynamoDB global tables and S3.
 
 Both replicators are background threads that poll the emulated AWS APIs with boto3,
-so they work the same against ``mock_aws`` and a ``ThreadedMotoServer``. They honour
+so they work the same against ``mock_aws`` and a ``ThreadedMotoServer`` (in this
+process: DynamoDB deliveries are written to moto's replicas directly). They honour
 the faults in a shared ``FaultState``: replication lag (and, for DynamoDB, jitter),
 pause, region outages and partitions. Work to or from a down region, or between two
 partitioned regions (both ways), is kept and delivered after ``heal`` /
@@ -41,10 +42,13 @@ What the sandbox does (``GlobalTableReplicator``)
   written to it); the sandbox never reads the product's attributes. A delivery that is
   not newer than what the target has is skipped; a delete leaves its stamp behind, so
   an older write arriving later loses to it.
-* Its writes go through the API over HTTP (``BatchWriteItem``, 25 items a call;
-  ``DeleteItem``), with no read first: the metadata knows each target's version. Their
-  records in the target's stream are recognised (by key and image) and not replicated
-  again, so a quiet system becomes idle.
+* A delivery is applied atomically with its check, as AWS does: under the target region's
+  DynamoDB lock, only if that region's stream holds no unread record of the item (a local
+  write the metadata does not know yet); otherwise it is deferred, the stream is read and
+  last writer wins decides again (``sandbox.replica_writes``). The writes go to moto's
+  replicas in this process, not over HTTP, since the lock is held. Their records in the
+  target's stream are recognised (by key and image) and not replicated again, so a quiet
+  system becomes idle.
 * ``stats()`` counts deliveries applied, skipped (lost to a newer version), pending and
   repairs, with delay percentiles (write in the source to applied in the target) over
   the last 10,000 deliveries.
@@ -58,11 +62,9 @@ What the sandbox does (``GlobalTableReplicator``)
 
 What remains different from AWS
 
-* The check and the write are not atomic. A local write landing in the target between
-  the replicator's last read of that region's stream and its write (a few milliseconds
-  each round) can be overwritten by an older delivery. The stream then shows both; the
-  replicator writes the winner back (a *repair*), so every region still converges to the
-  last writer, but a reader there may briefly see the older version.
+* Should a replica's stream ever show it holding a version that lost, with nothing on
+  its way to it, the winner is written back (a *repair*); with atomic deliveries none is
+  expected, and ``stats()`` counts them (and the deferrals) so a test can say so.
 * One clock for all regions: no clock skew between regions. AWS's stream records carry
   whole seconds; its internal timestamp is finer, as the sandbox's milliseconds are.
 * The metadata lives in memory: a restarted replicator re-reads the streams from their
@@ -91,10 +93,8 @@ order, one FIFO lane per rule; see its docstring.
 
 from __future__ import annotations
 
-import base64
 import heapq
 import itertools
-import json
 import logging
 import math
 import random
@@ -112,6 +112,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sandbox.cloud import ACCOUNT_ID
 from sandbox.faults import FaultState
+from sandbox.replica_writes import MotoReplicaWriter, Outcome, ReplicaWrite, fingerprint
 
 __all__ = [
     "REPLICA_MARKER",
@@ -351,27 +352,6 @@ def uniform_delay(rng: random.Random | None = None) -> DelaySampler:
     return sample
 
 
-def _canonical(value: Any) -> Any:
-    """A JSON-ready form of a DynamoDB value that is equal for equal items (sets sorted)."""
-    if isinstance(value, dict):
-        return {k: _canonical_typed(k, v) for k, v in sorted(value.items())}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return {"__b64": base64.b64encode(bytes(value)).decode()}
-    return value
-
-
-def _canonical_typed(type_or_name: str, value: Any) -> Any:
-    if type_or_name in ("SS", "NS", "BS") and isinstance(value, list):
-        return sorted((_canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
-    return _canonical(value)
-
-
-def _fingerprint(item: Item | None) -> str:
-    return json.dumps(_canonical(item), sort_keys=True, separators=(",", ":"))
-
-
 def _record_epoch(value: Any, fallback: float) -> float:
     """ApproximateCreationDateTime as epoch seconds (boto3 gives a datetime)."""
     if isinstance(value, datetime):
@@ -453,7 +433,7 @@ class _StreamState:
 
 
 _Lane = list[tuple[float, int, _Delivery]]  # a heap ordered by due time
-_BATCH_WRITE_LIMIT = 25  # BatchWriteItem's maximum
+_WRITES_PER_LOCK = 25  # replicated writes applied in one hold of the target region's lock
 _MAX_DELIVERIES_PER_ROUND = 2000  # per target, so stream reads are not starved
 _DELAY_WINDOW = 10_000  # deliveries the delay percentiles are computed over
 
@@ -540,7 +520,9 @@ class GlobalTableReplicator(_PollingWorker):
     clients short timeouts and few retries: a slow call delays every region's replication.
     ``delay_sampler(lag, jitter)`` draws each item's delay to each region (default
     ``uniform_delay`` with ``random.Random(seed)``). ``metric_publisher`` receives the
-    ReplicationLatency datapoints (default ``moto_metric_publisher()``).
+    ReplicationLatency datapoints (default ``moto_metric_publisher()``). ``writer`` applies
+    the deliveries (default ``MotoReplicaWriter()``: moto's replicas in this process, each
+    write atomic with the check that no local write of its item is unread).
     """
 
     def __init__(
@@ -554,6 +536,7 @@ class GlobalTableReplicator(_PollingWorker):
         delay_sampler: DelaySampler | None = None,
         seed: int | None = None,
         metric_publisher: MetricPublisher | None = None,
+        writer: MotoReplicaWriter | None = None,
     ) -> None:
         super().__init__(f"ddb-replicator-{table_name}", faults, poll_interval)
         if len(set(regions)) < 2:
@@ -581,8 +564,10 @@ class GlobalTableReplicator(_PollingWorker):
         self._records_read = 0  # in this round
         self._echoes_dropped = 0
         self._repairs = 0
+        self._deferred = 0
         self._delays: deque[float] = deque(maxlen=_DELAY_WINDOW)
         self._latency = _LatencyMetric(table_name, metric_publisher or moto_metric_publisher())
+        self._writer = writer or MotoReplicaWriter()
 
     def discard_latency_metric(self) -> None:
         """Drop the ReplicationLatency datapoints not published yet (see Sandbox.reset_metrics)."""
@@ -618,6 +603,7 @@ class GlobalTableReplicator(_PollingWorker):
                 "applied": self._applied,
                 "skipped": self._skipped,
                 "repairs": self._repairs,
+                "deferred": self._deferred,
                 "echoesDropped": self._echoes_dropped,
                 "errors": self._errors + self._tick_errors,
                 "lastDelaySeconds": dict(self._last_delay),
@@ -764,9 +750,9 @@ class GlobalTableReplicator(_PollingWorker):
                 region,
             )
             return
-        key = _fingerprint(keys)
+        key = fingerprint(keys)
         state = self._items.get(key)
-        echo = self._take_echo((region, key, _fingerprint(image)))
+        echo = self._take_echo((region, key, fingerprint(image)))
         if echo is not None and state is not None:
             state.held[region] = _Held(echo, not removed)
             awaiting = state.awaiting.get(region, [])
@@ -925,46 +911,37 @@ class GlobalTableReplicator(_PollingWorker):
         with self._lock:
             self._skipped += skipped
             self._in_flight -= len(deliveries) - len(staged)
-        puts = [s for s in staged.values() if s[1].image is not None]
-        deletes = [s for s in staged.values() if s[1].image is None]
-        chunks = [puts[i : i + _BATCH_WRITE_LIMIT] for i in range(0, len(puts), _BATCH_WRITE_LIMIT)]
-        chunks += [[d] for d in deletes]
-        for number, chunk in enumerate(chunks):
+        entries = list(staged.values())
+        for start in range(0, len(entries), _WRITES_PER_LOCK):
+            chunk = entries[start : start + _WRITES_PER_LOCK]
             try:
-                written = self._write(target, chunk)
+                outcomes = self._write(target, chunk)
             except _AWS_ERRORS as error:
-                rest = [s for c in chunks[number:] for s in c]
-                self._requeue(target, rest, error)
+                self._requeue(target, entries[start:], error)
                 return
             self._target_backoff[target].succeeded()
-            self._written(target, chunk, written)
+            self._written(target, chunk, outcomes)
 
-    def _write(self, target: str, chunk: list[tuple[_Delivery, _Version]]) -> list[bool]:
-        """Write one chunk; per entry, whether the target's stream will show it."""
-        client = self._ddb(target)
-        if chunk[0][1].image is None:
-            delivery, _ = chunk[0]
-            keys = self._items[delivery.key].keys
-            old = client.delete_item(TableName=self.table_name, Key=keys, ReturnValues="ALL_OLD")
-            return ["Attributes" in old]  # nothing to delete: no record, the delete still counts
-        requests = [{"PutRequest": {"Item": version.image}} for _, version in chunk]
-        unprocessed = client.batch_write_item(RequestItems={self.table_name: requests}).get(
-            "UnprocessedItems", {}
-        )
-        if unprocessed.get(self.table_name):
-            raise ClientError(
-                {"Error": {"Code": "UnprocessedItems", "Message": "BatchWriteItem left items unprocessed"}},
-                "BatchWriteItem",
-            )
-        return [True] * len(chunk)
+    def _write(self, target: str, chunk: list[tuple[_Delivery, _Version]]) -> list[Outcome]:
+        """Write one chunk, each item only if no local write of it is unread in the target's stream."""
+        read_up_to = {shard: cursor.last_sequence for shard, cursor in self._streams[target].shards.items()}
+        writes = [
+            ReplicaWrite(delivery.key, self._items[delivery.key].keys, version.image)
+            for delivery, version in chunk
+        ]
+        return self._writer.apply(target, self.table_name, read_up_to, writes)
 
-    def _written(self, target: str, chunk: list[tuple[_Delivery, _Version]], echoes: list[bool]) -> None:
+    def _written(self, target: str, chunk: list[tuple[_Delivery, _Version]], outcomes: list[Outcome]) -> None:
         applied_at = time.time()
-        for (delivery, version), echoed in zip(chunk, echoes, strict=True):
+        deferred = []
+        for (delivery, version), outcome in zip(chunk, outcomes, strict=True):
             state = self._items[delivery.key]
+            if outcome is Outcome.DEFERRED:
+                deferred.append(delivery)
+                continue
             stamp = version.stamp
-            if echoed:
-                self._remember_echo((target, delivery.key, _fingerprint(version.image)), stamp)
+            if outcome is Outcome.WRITTEN:
+                self._remember_echo((target, delivery.key, fingerprint(version.image)), stamp)
                 state.awaiting.setdefault(target, []).append(stamp)
             state.accepted[target] = max(state.accepted.get(target, stamp), stamp)
             delay = None if delivery.repair else max(0.0, applied_at - version.written_at)
@@ -978,7 +955,28 @@ class GlobalTableReplicator(_PollingWorker):
                     self._last_delay[f"{delivery.source}->{target}"] = round(delay, 3)
             if delay is not None:
                 self._latency.add(delivery.source, target, applied_at, delay)
+        if deferred:
+            self._defer(target, deferred)
         self._mark_written()
+
+    def _defer(self, target: str, deliveries: list[_Delivery]) -> None:
+        """Queue again, due at once, deliveries whose key has a local write the replicator
+        has not read: the next round reads the target's stream first, then decides."""
+        for delivery in deliveries:
+            state = self._items[delivery.key]
+            if delivery.repair:
+                state.repairing.add(target)
+            else:
+                state.pending.add((target, delivery.version.stamp))
+            with self._lock:
+                self._in_flight -= 1
+                self._deferred += 1
+            self._push(
+                _Delivery(
+                    delivery.source, target, delivery.key, delivery.version, 0.0, -math.inf, delivery.repair
+                )
+            )
+        self._more_to_read = True
 
     def _requeue(self, target: str, staged: list[tuple[_Delivery, _Version]], error: Exception) -> None:
         self._errors += 1

@@ -239,7 +239,7 @@ def test_a_newer_delete_beats_an_older_write_and_a_newer_write_an_older_delete(
     assert [value(c, table, "kept") for c in (ca, us)] == ["2", "2"]
 
 
-def test_a_delivery_that_overwrote_a_newer_local_write_is_repaired(
+def test_a_delivery_never_overwrites_a_newer_local_write_it_has_not_read(
     moto_url: str, ddb: dict[str, Any], table: str, faults: FaultState
 ) -> None:
     ca, us = ddb[PRIMARY], ddb[SECONDARY]
@@ -247,17 +247,40 @@ def test_a_delivery_that_overwrote_a_newer_local_write_is_repaired(
     rep = GlobalTableReplicator(factory(moto_url, "dynamodb"), table, REGIONS, faults, poll_interval=POLL)
     ca.put_item(TableName=table, Item=item("r", v="remote-older"))
     rep._poll_stream(PRIMARY)  # the delivery to us-west-2 is queued...
+    rep._poll_stream(SECONDARY)
     time.sleep(0.01)
     us.put_item(TableName=table, Item=item("r", v="local-newer"))  # ...a newer local write lands...
-    rep._deliver_due()  # ...and the delivery, not knowing it yet, overwrites it
-    assert value(us, table, "r") == "remote-older"
+    rep._deliver_due()  # ...unread: the delivery is held back, as AWS checks and writes at once
+    assert value(us, table, "r") == "local-newer"
+    assert rep.stats()["deferred"] == 1
     rep.start()
     try:
-        assert rep.wait_until_idle(10)  # the stream shows the overwrite: the winner is restored
+        assert rep.wait_until_idle(10)  # the stream is read: the local write is newer and wins
     finally:
         rep.stop()
     assert [value(c, table, "r") for c in (ca, us)] == ["local-newer", "local-newer"]
-    assert rep.stats()["repairs"] == 1
+    stats = rep.stats()
+    assert stats["repairs"] == 0 and stats["skipped"] == 1
+
+
+def test_a_delivery_newer_than_an_unread_local_write_is_applied_after_reading_it(
+    moto_url: str, ddb: dict[str, Any], table: str, faults: FaultState
+) -> None:
+    ca, us = ddb[PRIMARY], ddb[SECONDARY]
+    rep = GlobalTableReplicator(factory(moto_url, "dynamodb"), table, REGIONS, faults, poll_interval=POLL)
+    us.put_item(TableName=table, Item=item("n", v="local-older"))
+    time.sleep(0.01)
+    ca.put_item(TableName=table, Item=item("n", v="remote-newer"))
+    rep._poll_stream(PRIMARY)  # only the remote write is known: the local one is unread
+    rep._deliver_due()
+    assert value(us, table, "n") == "local-older" and rep.stats()["deferred"] == 1
+    rep.start()
+    try:
+        assert rep.wait_until_idle(10)
+    finally:
+        rep.stop()
+    assert [value(c, table, "n") for c in (ca, us)] == ["remote-newer", "remote-newer"]
+    assert rep.stats()["repairs"] == 0
 
 
 def test_replicated_writes_do_not_ping_pong(
