@@ -97,9 +97,9 @@ def start(target: Target, region: str, machine: str, payload: dict[str, Any]) ->
     return sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload))["executionArn"]
 
 
-def finish(target: Target, region: str, execution: str) -> dict[str, Any]:
+def finish(target: Target, region: str, execution: str, timeout: float = DEADLINE) -> dict[str, Any]:
     sfn = target.client("stepfunctions", region)
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         described = sfn.describe_execution(executionArn=execution)
         if described["status"] != "RUNNING":
@@ -111,7 +111,7 @@ def finish(target: Target, region: str, execution: str) -> dict[str, Any]:
             described["report"] = json.loads(described.get("output") or "null")
             return described
         time.sleep(0.3)
-    pytest.fail(f"{execution} still running after {DEADLINE} s")
+    pytest.fail(f"{execution} still running after {timeout} s")
 
 
 def run(target: Target, region: str, machine: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -254,9 +254,31 @@ def test_rerun_after_success_is_a_no_op(target: Target) -> None:
     again = run(target, target.secondary, "Failover", failover_input())
 
     assert again["status"] == "SUCCEEDED"
-    assert again["report"]["status"] == "NO_OP"
-    assert again["states"] == ["Plan", "Decide", "AlreadyDone"]
+    assert again["report"]["status"] == "ROUTING_REAPPLIED"
+    assert again["states"] == ["Plan", "Decide", "FlipRouting", "Report", "Done"]
     assert int(state_in(target, target.secondary)["epoch"]) == 2
+    # Run where it does not take over, it changes nothing at all.
+    elsewhere = run(target, target.primary, "Failover", failover_input())
+    assert elsewhere["report"]["status"] == "NO_OP"
+    assert elsewhere["states"] == ["Plan", "Decide", "AlreadyDone"]
+
+
+@pytest.mark.timeout(120)
+def test_a_rerun_after_a_failed_routing_flip_completes_it(target: Target) -> None:
+    """The state moved (FAILOVER) but the routing flip never landed: the old primary is
+    not in maintenance, so Route 53 still sends it clients. A re-run flips it."""
+    p, s = target.primary, target.secondary
+    assert run(target, s, "Failover", failover_input())["status"] == "SUCCEEDED"
+    for region in (p, s):  # undo the flip in both replicas, as if FlipRouting had failed
+        control.set_maintenance(
+            target.table(region), p, enabled=False, reason="flip lost", by="tests", writer_region=s
+        )
+
+    again = run(target, s, "Failover", failover_input())
+
+    assert again["status"] == "SUCCEEDED"
+    for region in (p, s):
+        assert target.table(region).get_item(Key=control.maintenance_key(p))["Item"]["enabled"] is True
 
 
 @pytest.mark.timeout(60)
@@ -333,6 +355,103 @@ def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknow
     assert at_risk["known"] is False
     assert "journal could not be read" in at_risk["reason"]
     assert state_in(target, s)["writers"] == [s]
+
+
+# --- stuck states, and the break-glass recovery (events/statemachines/recover.json) -----------
+
+
+def wait_for_state(target: Target, region: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = state_in(target, region)
+        if state["state"] == name:
+            return state
+        time.sleep(0.2)
+    pytest.fail(f"the state in {region} never became {name}: {state_in(target, region)}")
+
+
+def recover(target: Target, region: str, epoch: int) -> dict[str, Any]:
+    payload = {**load_event("statemachines/recover.json"), "recoverEpoch": epoch}
+    return run(target, region, "Failover", payload)
+
+
+def assert_recovers_to_the_primary(target: Target, stuck: dict[str, Any]) -> None:
+    """FENCED and refused for every new run; recovery at the epoch read brings the
+    primary's writes back, with an audit record, and a new failover may run."""
+    p, s = target.primary, target.secondary
+    assert stuck["state"] == "FENCED"
+    refused = run(target, s, "Failover", failover_input())
+    assert (refused["status"], refused["error"]) == ("FAILED", "FailoverInProgress")
+    assert f"recoverEpoch {int(stuck['epoch'])}" in refused["cause"]
+    stale = recover(target, s, int(stuck["epoch"]) - 1)
+    assert (stale["status"], stale["error"]) == ("FAILED", "InvalidInput")
+
+    result = recover(target, s, int(stuck["epoch"]))
+
+    assert result["status"] == "SUCCEEDED", result.get("cause")
+    assert result["states"] == ["Plan", "Decide", "Recover", "Report", "Done"]
+    assert result["report"]["status"] == "RECOVERED"
+    state = state_in(target, s)
+    assert (state["state"], state["writers"], state["lastOperation"]) == ("ACTIVE", [p], "unfence")
+    assert int(state["epoch"]) == int(stuck["epoch"]) + 2  # the take-over, then the un-fence
+    wait_for_writer(target)
+    back = requests.post(f"{target.region_urls[p]}/items", json={"name": "back"}, timeout=10)
+    assert back.status_code == 201
+    # A new run is planned again (a dry run: the paused replication's latency may rightly
+    # make a real one wait or refuse).
+    again = run(target, s, "Failover", load_event("statemachines/failover-dry-run.json"))
+    assert (again["status"], again["states"][-1]) == ("SUCCEEDED", "DryRun")
+
+
+@pytest.mark.timeout(180)
+def test_a_stopped_execution_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
+    """StopExecution (or the execution timeout: neither runs a Catch) while the catch-up
+    waits: the fence stays."""
+    s = target.secondary
+    target.fault("replication-pause")  # the proof cannot complete: the run waits in its loop
+    execution = start(target, s, "Failover", failover_input())
+    stuck = wait_for_state(target, s, "FENCED")
+    target.client("stepfunctions", s).stop_execution(executionArn=execution, error="OperatorStopped")
+    assert finish(target, s, execution)["status"] == "ABORTED"
+    target.fault("replication-resume")
+
+    assert_recovers_to_the_primary(target, state_in(target, s) | {"epoch": stuck["epoch"]})
+
+
+@pytest.mark.timeout(240)
+def test_a_failed_unfence_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
+    """DynamoDB throttles every call in the region running the workflow after the fence:
+    the catch-up and then the un-fence exhaust their retries; the state stays FENCED."""
+    s = target.secondary
+    target.fault("replication-pause")
+    execution = start(target, s, "Failover", failover_input())
+    wait_for_state(target, s, "FENCED")
+    target.fault("throttle", s, "dynamodb")
+    failed = finish(target, s, execution, timeout=200)
+    assert failed["status"] == "FAILED"
+    assert "Unfence" in failed["states"]
+    target.fault("heal", s)
+    target.fault("replication-resume")
+
+    assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
+
+
+@pytest.mark.timeout(240)
+def test_a_throttled_steps_function_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
+    """Lambda throttles the steps function after the fence: CatchUp and then Unfence
+    exhaust their retries, and the execution fails with the state FENCED."""
+    s = target.secondary
+    target.fault("replication-pause")
+    execution = start(target, s, "Failover", failover_input())
+    wait_for_state(target, s, "FENCED")
+    target.fault("throttle", s, "lambda")
+    failed = finish(target, s, execution, timeout=200)
+    assert failed["status"] == "FAILED"
+    assert "TooManyRequests" in failed["error"]
+    target.fault("heal", s)
+    target.fault("replication-resume")
+
+    assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
 
 
 @pytest.mark.timeout(60)

@@ -87,11 +87,21 @@ def test_save_is_conditioned_on_the_epoch(table: Any) -> None:
 
 def test_every_change_leaves_an_audit_record(table: Any) -> None:
     fenced = appstate.stamp(
-        appstate.fence(active(), P), reason="drill", by="oncall", execution_id="arn:1", region=S
+        appstate.fence(active(), P),
+        operation="fence",
+        reason="drill",
+        by="oncall",
+        execution_id="arn:1",
+        region=S,
     )
     appstate.save(table, fenced, 0)
     promoted = appstate.stamp(
-        appstate.promote(fenced, S), reason="drill", by="oncall", execution_id="arn:1", region=S
+        appstate.promote(fenced, S),
+        operation="promote",
+        reason="drill",
+        by="oncall",
+        execution_id="arn:1",
+        region=S,
     )
     appstate.save(table, promoted, 1)
     with pytest.raises(StaleEpochError):
@@ -137,6 +147,7 @@ def test_propagate_never_moves_a_replica_backwards(table: Any) -> None:
 def test_stamp_records_who_why_and_when() -> None:
     promoted = appstate.stamp(
         appstate.promote(appstate.fence(active(), P), S),
+        operation="promote",
         reason="ca-central-1 degraded",
         by="oncall@example.com",
         execution_id="arn:exec",
@@ -147,6 +158,7 @@ def test_stamp_records_who_why_and_when() -> None:
     assert promoted.changedBy == "oncall@example.com"
     assert promoted.lastFailoverAt == promoted.changedAt
     assert promoted.updatedRegion == S
+    assert promoted.lastOperation == "promote"
 
 
 def test_cache_reads_at_most_once_per_ttl() -> None:

@@ -10,10 +10,11 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from functions.failover_steps import app as steps_app
 from multiregion import appstate, control, lease, permits
-from multiregion.errors import StaleEpochError
+from multiregion.errors import StaleEpochError, StateBusyError
 from multiregion.journal import JournalEntry, put_action
 from multiregion.settings import get_settings
 from multiregion.workflow import catchup, reconcile, report, routing, transitions
@@ -27,6 +28,7 @@ from multiregion.workflow.errors import (
     WrongRegion,
 )
 from multiregion.workflow.models import Fence, Plan
+from multiregion.workflow.plan import MAX_POLLS, poll_schedule
 from multiregion.workflow.plan import plan as plan_step
 from tests.support import cfn
 from tests.unit.conftest import REGION as PRIMARY
@@ -75,8 +77,10 @@ def permit_in(region: str) -> permits.WritePermit:
     return permits.read(control_table(region), region, leased=True)
 
 
-def make_plan(request: dict[str, Any] | None = None, direction: str = "failover") -> Plan:
-    return plan_step(direction, REQUEST if request is None else request, "arn:exec:1", get_settings())  # type: ignore[arg-type]
+def make_plan(
+    request: dict[str, Any] | None = None, direction: str = "failover", execution: str = "arn:exec:1"
+) -> Plan:
+    return plan_step(direction, REQUEST if request is None else request, execution, get_settings())  # type: ignore[arg-type]
 
 
 def primary_holds_a_lease() -> None:
@@ -130,6 +134,8 @@ def test_plan_after_a_finished_failover_is_a_no_op(replicas: dict[str, Any]) -> 
 
     assert plan.noOp is True
     assert "already done" in (plan.why or "")
+    # Run where the routing flips, it is re-applied: a re-run completes a failed FlipRouting.
+    assert (plan.next, plan.steps) == ("routing", ["routing", "report"])
 
 
 def test_plan_refuses_while_another_workflow_holds_the_fence(replicas: dict[str, Any]) -> None:
@@ -172,7 +178,7 @@ def test_fence_lands_in_the_primarys_state_and_permits_and_moves_the_lease(repli
 
 
 def test_fence_from_a_stale_plan_writes_nothing(replicas: dict[str, Any]) -> None:
-    plan = make_plan()
+    plan = make_plan(execution="arn:exec:late")
     transitions.fence(make_plan(), get_settings())
 
     with pytest.raises(StaleEpochError):
@@ -438,6 +444,157 @@ def test_unfence_gives_writes_and_a_fresh_lease_back(replicas: dict[str, Any]) -
     assert (result.state, result.writers, result.epoch) == ("ACTIVE", [PRIMARY], 2)
     back = permit_in(PRIMARY)
     assert (back.writable, back.epoch) == (True, 2) and back.valid(time.time(), leased=True)
+
+
+# --- retried steps, and the break-glass recovery --------------------------------------------
+
+
+def test_a_retried_fence_of_the_same_execution_is_a_no_op(replicas: dict[str, Any]) -> None:
+    """Step Functions retries a Fence whose answer was lost: the fence it made is found,
+    nothing moves on, and what follows it (copy, permits, lease) is written again."""
+    primary_holds_a_lease()
+    plan = make_plan()
+    first = transitions.fence(plan, get_settings())
+
+    again = transitions.fence(plan, get_settings())
+
+    assert (again.state, again.epoch, again.at) == ("FENCED", 1, first.at)
+    assert again.permitFenced and again.lease is not None and again.lease.majority
+    assert state_in(replicas[SECONDARY]).epoch == 1 and state_in(replicas[PRIMARY]).epoch == 1
+
+
+def test_a_retried_promote_of_the_same_execution_is_a_no_op(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    plan = make_plan()
+    transitions.fence(plan, get_settings())
+    first = transitions.promote(plan, get_settings())
+
+    again = transitions.promote(plan, get_settings())
+
+    assert (again.state, again.epoch, again.writers) == ("FAILOVER", 2, [SECONDARY])
+    assert again.at == first.at and again.lease is not None and again.lease.majority
+    assert permit_in(SECONDARY).valid(time.time(), leased=True)
+    assert [r["sk"] for r in appstate.history(replicas[SECONDARY])][:1] == ["APP_STATE#AUDIT#000000000002"]
+
+
+def test_a_retried_unfence_is_a_no_op(replicas: dict[str, Any]) -> None:
+    primary_holds_a_lease()
+    plan = make_plan()
+    transitions.fence(plan, get_settings())
+    transitions.unfence(plan, get_settings())
+
+    again = transitions.unfence(plan, get_settings())
+
+    assert (again.state, again.epoch, again.writers) == ("ACTIVE", 2, [PRIMARY])
+
+
+def recover_plan(epoch: int, execution: str = "arn:exec:recover") -> Plan:
+    return make_plan({**REQUEST, "recoverEpoch": epoch}, execution=execution)
+
+
+def test_recover_takes_over_a_fence_a_dead_execution_left(replicas: dict[str, Any]) -> None:
+    """A run fenced and died (stopped, timed out, its Unfence failed): the state stays
+    FENCED and every new run is refused. Recovery, conditioned on the epoch the operator
+    read, takes the fence over (audited) and un-fences: the primary writes again."""
+    primary_holds_a_lease()
+    transitions.fence(make_plan(execution="arn:exec:dead"), get_settings())
+    with pytest.raises(FailoverInProgress, match="recoverEpoch 1"):
+        make_plan(execution="arn:exec:next")
+
+    plan = recover_plan(1)
+    assert (plan.next, plan.steps) == ("recover", ["recover", "report"])
+    result = transitions.recover(plan, get_settings())
+
+    assert (result.state, result.writers, result.epoch) == ("ACTIVE", [PRIMARY], 3)
+    assert result.permits == {PRIMARY: "written", SECONDARY: "written"}
+    assert result.lease is not None and result.lease.majority
+    mine, theirs = permit_in(PRIMARY), permit_in(SECONDARY)
+    assert mine.valid(time.time(), leased=True) and (theirs.writable, theirs.epoch) == (False, 3)
+    audit = [(r["lastOperation"], r["executionId"]) for r in appstate.history(replicas[SECONDARY])[:2]]
+    assert audit == [("unfence", "arn:exec:recover"), ("take-over", "arn:exec:recover")]
+    assert make_plan(execution="arn:exec:next").next == "fence"  # a new run may start
+    # A retry of the recovery step finds its own work done.
+    assert transitions.recover(plan, get_settings()).epoch == 3
+
+
+def test_recover_reasserts_a_half_done_promote(replicas: dict[str, Any]) -> None:
+    """The state says FAILOVER but the promote's permits never landed (its run died
+    between the two): recovery re-asserts the state and writes every permit and the lease."""
+    primary_holds_a_lease()
+    plan = make_plan(execution="arn:exec:dead")
+    transitions.fence(plan, get_settings())
+    current = state_in(replicas[SECONDARY])
+    promoted = appstate.stamp(
+        appstate.promote(current, SECONDARY),
+        operation="promote",
+        reason="half done",
+        by="tests",
+        execution_id="arn:exec:dead",
+        region=SECONDARY,
+    )
+    appstate.save(replicas[SECONDARY], promoted, expected_epoch=current.epoch)
+    assert not permit_in(SECONDARY).valid(time.time(), leased=True)
+
+    result = transitions.recover(recover_plan(2), get_settings())
+
+    assert (result.state, result.writers, result.epoch) == ("FAILOVER", [SECONDARY], 3)
+    assert permit_in(SECONDARY).valid(time.time(), leased=True)
+    assert (permit_in(PRIMARY).writable, permit_in(PRIMARY).epoch) == (False, 3)
+
+
+def test_recover_refuses_an_epoch_that_is_not_the_current_one(replicas: dict[str, Any]) -> None:
+    dead = make_plan(execution="arn:exec:dead")
+    transitions.fence(dead, get_settings())
+
+    with pytest.raises(InvalidInput, match="the state is at epoch 1"):
+        recover_plan(0)
+    plan = recover_plan(1)
+    transitions.unfence(dead, get_settings())  # the "dead" run woke up and un-fenced after all
+    with pytest.raises(StaleEpochError):  # the state moved between plan and step
+        transitions.recover(plan, get_settings())
+    assert state_in(replicas[SECONDARY]).epoch == 2
+
+
+def test_a_state_save_that_meets_a_transaction_conflict_is_retried_then_busy() -> None:
+    """Only a refused condition is a stale epoch; a transaction conflict is retried and,
+    if it persists, raised as retryable (nothing written)."""
+
+    class Conflicting:
+        name = TABLE
+
+        def __init__(self, conflicts: int) -> None:
+            self.calls, self.conflicts = 0, conflicts
+            self.meta = self
+
+        @property
+        def client(self) -> Any:
+            return self
+
+        def transact_write_items(self, TransactItems: list[Any]) -> None:
+            self.calls += 1
+            if self.calls <= self.conflicts:
+                raise ClientError(
+                    {
+                        "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                        "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+                    },
+                    "TransactWriteItems",
+                )
+
+    new = appstate.initial_state(PRIMARY, SECONDARY, "active-passive").model_copy(update={"epoch": 1})
+    twice = Conflicting(conflicts=2)
+    appstate.save(twice, new, expected_epoch=0, sleep=lambda _: None)
+    assert twice.calls == 3
+    always = Conflicting(conflicts=99)
+    with pytest.raises(StateBusyError):
+        appstate.save(always, new, expected_epoch=0, sleep=lambda _: None)
+    assert always.calls == appstate.SAVE_ATTEMPTS
+
+
+def test_a_long_catch_up_deadline_polls_less_often_within_the_history_limit() -> None:
+    assert poll_schedule(120, 2) == (2, 60)
+    poll, polls = poll_schedule(3600, 1)
+    assert polls <= MAX_POLLS and poll * polls >= 3600
 
 
 def test_failback_plan_reconciles_first_and_runs_in_the_primary(

@@ -88,6 +88,31 @@ def test_a_write_that_passes_a_stale_cache_after_the_fence_is_refused(
     assert table.get_item(Key={"pk": f"ITEM#{created['id']}", "sk": "ITEM"})["Item"] == before
 
 
+def test_a_writer_whose_permit_moves_twice_during_one_write_still_commits_it(
+    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Active-active, forced failover: the renewer raises the writer's permit to the fence's
+    epoch and the promote raises it again, both while one write is in flight. Each
+    refusal comes from a permit that moved on and still lets this region write: the write
+    is retried under the new one, never answered 503 (chaos seed 7 found this)."""
+    body(items("create.json", lambda_context))  # the cache holds the permit at epoch 0
+    real = permits.condition_check
+    moves = iter([1, 2])
+
+    def moving(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        epoch = next(moves, None)
+        if epoch is not None:  # the permit moves on just after this write read it
+            permits.write(control(), permits.WritePermit(region=REGION, epoch=epoch, writable=True), 16)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(permits, "condition_check", moving)
+
+    response = items("create.json", lambda_context)
+
+    assert response["statusCode"] == 201, response["body"]
+    assert item_count(table) == 2
+
+
 def test_every_write_is_journalled_with_its_permit_shard(table: Any, lambda_context: Any) -> None:
     created = body(items("create.json", lambda_context))["item"]
     shard = permits.shard_of(created["id"], 16)

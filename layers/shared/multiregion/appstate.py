@@ -12,6 +12,8 @@ States and the only transitions allowed (each one an operation below):
     FENCED   --promote-->  FAILOVER   (the recovery region writes alone)
     FENCED   --activate--> ACTIVE     (back to the mode's normal writers: failback)
     FENCED   --unfence-->  the state it was fenced from (an aborted workflow)
+    any      --reassert--> the same state and writers at a new epoch (break-glass recovery:
+                           the workflow then rewrites every permit and the lease to match)
 
 Modes: in `active-active` every app region writes while ACTIVE; in `active-passive`
 only the primary does. No record yet means the initial state: ACTIVE at epoch 0.
@@ -19,6 +21,7 @@ only the primary does. No record yet means the initial state: ACTIVE at epoch 0.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from multiregion.aws import error_code, is_condition_failure
 from multiregion.clock import utc_now_iso
 from multiregion.control import CONTROL_PK
-from multiregion.errors import StaleEpochError, TransitionError
+from multiregion.errors import StaleEpochError, StateBusyError, TransitionError
 
 StateName = Literal["ACTIVE", "FENCED", "FAILOVER"]
 Mode = Literal["active-active", "active-passive"]
@@ -55,6 +58,7 @@ class AppState(BaseModel):
     changedBy: str = ""
     executionId: str | None = None
     changedAt: str = ""
+    lastOperation: str = ""  # the transition that made this epoch (a retried step finds it)
     lastFailoverAt: str | None = None
     updatedRegion: str = ""
 
@@ -135,11 +139,16 @@ def unfence(current: AppState) -> AppState:
     )
 
 
+def reassert(current: AppState) -> AppState:
+    return _next(current)
+
+
 TRANSITIONS: dict[str, Callable[..., AppState]] = {
     "fence": fence,
     "promote": promote,
     "activate": activate,
     "unfence": unfence,
+    "reassert": reassert,
 }
 
 
@@ -160,10 +169,13 @@ def to_record(state: AppState) -> dict[str, Any]:
     return record
 
 
-def stamp(state: AppState, *, reason: str, by: str, execution_id: str | None, region: str) -> AppState:
-    """Record who changed the state, why and where (the audit trail travels with it)."""
+def stamp(
+    state: AppState, *, operation: str, reason: str, by: str, execution_id: str | None, region: str
+) -> AppState:
+    """Record what changed the state, who, why and where (the audit trail travels with it)."""
     now = utc_now_iso()
     changes: dict[str, Any] = {
+        "lastOperation": operation,
         "reason": reason,
         "changedBy": by,
         "executionId": execution_id,
@@ -179,11 +191,17 @@ def audit_key(epoch: int) -> dict[str, str]:
     return {"pk": CONTROL_PK, "sk": f"{AUDIT_SK_PREFIX}{epoch:012d}"}
 
 
-def save(table: Any, new: AppState, expected_epoch: int) -> None:
+SAVE_ATTEMPTS = 4  # a transaction conflict (another request on the record) is retried
+
+
+def save(table: Any, new: AppState, expected_epoch: int, sleep: Callable[[float], None] = time.sleep) -> None:
     """Write `new` only if the stored epoch is still `expected_epoch` (epoch 0: no record yet).
 
     The state and its audit record (one per epoch: who, why, when, which execution) are
-    written in one transaction, so the history can never disagree with the state."""
+    written in one transaction, so the history can never disagree with the state. A
+    refused condition is a `StaleEpochError`; a transaction conflict (DynamoDB cancels a
+    transaction that meets another one on the same item) is retried, then raised as
+    `StateBusyError`, which a caller may retry: nothing was written."""
     if new.epoch != expected_epoch + 1:
         raise ValueError(f"epoch must advance by one: {expected_epoch} -> {new.epoch}")
     if expected_epoch == 0:
@@ -191,34 +209,40 @@ def save(table: Any, new: AppState, expected_epoch: int) -> None:
     else:
         condition = "epoch = :expected"
     record = to_record(new)
-    try:
-        # The resource's client serializes Python values itself (boto3's transformation).
-        table.meta.client.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": table.name,
-                        "Item": record,
-                        "ConditionExpression": condition,
-                        "ExpressionAttributeValues": {":expected": expected_epoch},
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table.name,
-                        "Item": {**record, **audit_key(new.epoch)},
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-            ]
-        )
-    except ClientError as error:
-        if error_code(error) == "TransactionCanceledException":
-            raise StaleEpochError(
-                f"the state moved past epoch {expected_epoch} before this change was written",
-                details={"expectedEpoch": expected_epoch},
-            ) from None
-        raise
+    items = [
+        {
+            "Put": {
+                "TableName": table.name,
+                "Item": record,
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": {":expected": expected_epoch},
+            }
+        },
+        {
+            "Put": {
+                "TableName": table.name,
+                "Item": {**record, **audit_key(new.epoch)},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        },
+    ]
+    for attempt in range(SAVE_ATTEMPTS):
+        try:
+            # The resource's client serializes Python values itself (boto3's transformation).
+            table.meta.client.transact_write_items(TransactItems=items)
+            return
+        except ClientError as error:
+            if error_code(error) != "TransactionCanceledException":
+                raise
+            reasons = {r.get("Code") for r in error.response.get("CancellationReasons", [])} - {"None", None}
+            if "ConditionalCheckFailed" in reasons or not reasons <= {"TransactionConflict"}:
+                raise StaleEpochError(
+                    f"the state moved past epoch {expected_epoch} before this change was written",
+                    details={"expectedEpoch": expected_epoch},
+                ) from None
+            if attempt + 1 < SAVE_ATTEMPTS:
+                sleep(0.05 * 2**attempt * (1 + random.random()))  # noqa: S311 - jitter
+    raise StateBusyError(f"the state record was busy {SAVE_ATTEMPTS} times: nothing was written; retry")
 
 
 def history(table: Any, limit: int = 20) -> list[dict[str, Any]]:

@@ -71,6 +71,14 @@ class StaleEpochError(AppError):
     code = "StaleEpoch"
 
 
+class StateBusyError(AppError):
+    """The state record's transaction met another one, every time it was tried: nothing
+    was written and the change may be retried."""
+
+    status = 503
+    code = "StateBusy"
+
+
 class WriteFencedError(AppError):
     """This region may not take writes now; the client should retry at the writer."""
 

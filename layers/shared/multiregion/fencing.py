@@ -87,14 +87,19 @@ def ensure_writable(settings: Settings, fresh: bool = False) -> WriteGuard:
     raise fenced_error(settings, view, now)
 
 
-def fenced_error(settings: Settings, view: RegionView, now: float | None = None) -> WriteFencedError:
+def fenced_error(
+    settings: Settings, view: RegionView, now: float | None = None, refused: bool = False
+) -> WriteFencedError:
+    """The 503 for a region that may not write; `refused`: the permit's condition refused
+    a write that the view allowed (its lease ended while the write was in flight)."""
     state, permit = view.state, view.permit
     now = time.time() if now is None else now
-    why = (
-        f"state {state.state}, epoch {state.epoch}"
-        if not state.can_write(settings.region)
-        else permit.refusal(now, settings.active_passive)
-    )
+    if not state.can_write(settings.region):
+        why = f"state {state.state}, epoch {state.epoch}"
+    elif refused and permit.valid(now, settings.active_passive):
+        why = f"the write permit (epoch {permit.epoch}) refused the write as it landed"
+    else:
+        why = permit.refusal(now, settings.active_passive)
     writers = [w for w in state.writers if w != settings.region] or state.writers
     details: dict[str, Any] = {
         "state": state.state,

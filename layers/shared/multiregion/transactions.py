@@ -60,19 +60,22 @@ def commit(table: Any, item_action: dict[str, Any], entry: JournalEntry, guard: 
 
 
 def guarded[T](settings: Settings, write: Callable[[WriteGuard], T]) -> T:
-    """Run `write` under this region's permit: refresh it once if it changed, retry on
-    transaction conflicts, and answer 503 when the region may not write."""
+    """Run `write` under this region's permit: when the permit refuses, read it again and
+    retry if it changed (a workflow or the renewer moved it on: two changes can land in a
+    row), answer 503 if it still refuses; retry transaction conflicts with jitter."""
     guard = ensure_writable(settings)
-    refreshed = False
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             return write(guard)
         except PermitRefused:
-            if refreshed:
-                raise fenced_error(settings, guard.view) from None
-            guard, refreshed = ensure_writable(settings, fresh=True), True
+            fresh = ensure_writable(settings, fresh=True)  # 503 if this region is fenced now
+            if fresh.view.permit == guard.view.permit:
+                # The same permit refused: its lease ran out between the read and the write.
+                raise fenced_error(settings, fresh.view, refused=True) from None
+            guard = fresh
         except Conflict:
             time.sleep(random.uniform(0, CONFLICT_BACKOFF_SECONDS * 2**attempt))  # noqa: S311 (jitter)
     raise ServiceUnavailableError(
-        "the write kept conflicting with concurrent writes; retry", headers={"Retry-After": "1"}
+        "the write kept conflicting with concurrent writes or permit changes; retry",
+        headers={"Retry-After": "1"},
     )

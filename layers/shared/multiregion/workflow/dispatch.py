@@ -36,6 +36,7 @@ STEPS: dict[str, Step] = {
     "promote": Step(("plan",), lambda e, s: transitions.promote(e.plan, s)),  # type: ignore[arg-type]
     "flip_routing": Step(("plan",), lambda e, s: routing.flip_routing(e.plan, s)),  # type: ignore[arg-type]
     "unfence": Step(("plan",), lambda e, s: transitions.unfence(e.plan, s)),  # type: ignore[arg-type]
+    "recover": Step(("plan",), lambda e, s: transitions.recover(e.plan, s)),  # type: ignore[arg-type]
     "report": Step(("document",), lambda e, s: report.report(e.document)),  # type: ignore[arg-type]
 }
 

@@ -20,6 +20,13 @@ class WorkflowInput(BaseModel):
     requestedBy: str = Field(min_length=1, max_length=200)
     force: bool = False
     dryRun: bool = False
+    # Break-glass (events/statemachines/recover.json): the epoch GET /state shows now. The
+    # run brings permits and lease back in line with the state, from any stuck state.
+    recoverEpoch: int | None = Field(default=None, ge=0)
+
+
+# What the workflow does after planning (the Decide state dispatches on it).
+NextStep = Literal["done", "dry-run", "recover", "routing", "reconcile", "fence"]
 
 
 class Plan(BaseModel):
@@ -33,6 +40,7 @@ class Plan(BaseModel):
     startEpoch: int
     startState: str
     plannedAt: str
+    next: NextStep = "fence"
     noOp: bool = False
     why: str | None = None
     catchUpDeadlineSeconds: int = 0

@@ -29,6 +29,8 @@ def report(document: dict[str, Any]) -> dict[str, Any]:
     there: fence (plan to fenced), catchUp (to the proof complete, including the lease
     wait of a forced run), promote, routing."""
     plan = Plan.model_validate(_value(document, "plan"))
+    if plan.next in ("recover", "routing"):
+        return _short_report(plan, document)
     fence = Fence.model_validate(_value(document, "fenced"))
     caught = CatchUp.model_validate(_value(document, "catchUp")) if _value(document, "catchUp") else None
     promoted = Transition.model_validate(_value(document, "promoted"))
@@ -79,6 +81,26 @@ def report(document: dict[str, Any]) -> dict[str, Any]:
         "dataAtRisk": at_risk,
         "reconciliation": _value(document, "reconciliation"),
         "routing": routing.model_dump(),
+        "reason": plan.request.reason,
+        "requestedBy": plan.request.requestedBy,
+        "executionId": plan.executionId,
+    }
+
+
+def _short_report(plan: Plan, document: dict[str, Any]) -> dict[str, Any]:
+    """A run that did not fail over: a break-glass recovery, or routing re-applied after
+    an earlier run flipped the state but not the routing."""
+    recovered = _value(document, "recovered")
+    routing = _value(document, "routing")
+    return {
+        "status": "RECOVERED" if recovered else "ROUTING_REAPPLIED",
+        "direction": plan.direction,
+        "why": plan.why,
+        "startEpoch": plan.startEpoch,
+        "startState": plan.startState,
+        "recovered": Transition.model_validate(recovered).model_dump() if recovered else None,
+        "routing": Routing.model_validate(routing).model_dump() if routing else None,
+        "seconds": round((datetime.now(UTC) - _parse(plan.plannedAt)).total_seconds(), 3),
         "reason": plan.request.reason,
         "requestedBy": plan.request.requestedBy,
         "executionId": plan.executionId,

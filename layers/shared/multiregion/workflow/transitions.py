@@ -33,29 +33,41 @@ def _control_table(settings: Settings, region: str) -> Any:
     return aws.table_from(settings.control_table_name, region, settings.region)
 
 
+def _landed(current: AppState, plan: Plan, operation: str) -> bool:
+    """This execution's `operation` is already the state's last change: a retried step."""
+    return current.executionId == plan.executionId and current.lastOperation == operation
+
+
 def _change_state(
     plan: Plan, settings: Settings, operation: str, *args: str
 ) -> tuple[AppState, str, str | None]:
     """Apply one transition here (epoch-conditioned) and copy it to the other replica.
 
-    Returns the new state, what the copy did, and the region it reached (None if not)."""
+    A step Step Functions retries after its change landed (a timeout, a lost answer)
+    finds the change made by its own execution and only redoes what follows it: the copy,
+    the permits, the lease, which are all idempotent. Returns the new state, what the copy
+    did, and the region it reached (None if not)."""
     table = _state_table(settings, settings.region)
     current = appstate.load(table, default_state(settings))
-    if operation != "fence" and current.executionId != plan.executionId:
-        # Only the execution that holds the fence may move the state on from it.
-        raise StaleEpochError(
-            f"the state (epoch {current.epoch}) was last changed by {current.executionId}, "
-            "not by this execution"
+    if _landed(current, plan, operation):
+        new = current
+    else:
+        if operation not in ("fence", "reassert") and current.executionId != plan.executionId:
+            # Only the execution that holds the fence may move the state on from it.
+            raise StaleEpochError(
+                f"the state (epoch {current.epoch}) was last changed by {current.executionId}, "
+                "not by this execution"
+            )
+        new = appstate.TRANSITIONS[operation](current, *args)
+        new = appstate.stamp(
+            new,
+            operation=operation,
+            reason=f"{plan.direction} {operation}: {plan.request.reason}",
+            by=plan.request.requestedBy,
+            execution_id=plan.executionId,
+            region=settings.region,
         )
-    new = appstate.TRANSITIONS[operation](current, *args)
-    new = appstate.stamp(
-        new,
-        reason=f"{plan.direction} {operation}: {plan.request.reason}",
-        by=plan.request.requestedBy,
-        execution_id=plan.executionId,
-        region=settings.region,
-    )
-    appstate.save(table, new, expected_epoch=current.epoch)
+        appstate.save(table, new, expected_epoch=current.epoch)
     other = settings.other_app_region()
     try:
         landed = appstate.propagate(_state_table(settings, other), new)
@@ -124,7 +136,7 @@ def fence(plan: Plan, settings: Settings) -> Fence:
     A planned run needs the fence in that region's permits and its state replica; it
     un-fences and stops otherwise."""
     here = appstate.load(_state_table(settings, settings.region), default_state(settings))
-    if here.epoch != plan.startEpoch:
+    if here.epoch != plan.startEpoch and not _landed(here, plan, "fence"):
         raise StaleEpochError(f"the state moved past epoch {plan.startEpoch} after planning")
     left = plan.fenceRegion
     new, propagation, reached = _change_state(plan, settings, "fence", left)
@@ -214,3 +226,46 @@ def unfence(plan: Plan, settings: Settings) -> Transition:
     new, propagation, reached = _change_state(plan, settings, "unfence")
     results, ballot = _grant_writer(plan, settings, new, new.writers)
     return _result(Transition, "unfence", new, propagation, reached, permits=results, lease=ballot)
+
+
+def recover(plan: Plan, settings: Settings) -> Transition:
+    """Break-glass: bring permits and lease back in line with the state, from whatever a
+    dead, stopped or failed execution left behind. The plan checked that the state is
+    still at the epoch the operator named. A FENCED state is un-fenced (writes go back to
+    where they were before the fence; run the workflow again from there); any other state
+    is re-asserted at a new epoch. Either way every app region's permit is rewritten at
+    that epoch (writable only for the state's writers) and, in active-passive mode, the
+    lease is transferred to the writer at a majority."""
+    here = appstate.load(_state_table(settings, settings.region), default_state(settings))
+    if here.executionId == plan.executionId:  # a retry: go on from what already landed
+        operation = "unfence" if here.state == "FENCED" else here.lastOperation
+    else:
+        if here.epoch != plan.startEpoch:
+            raise StaleEpochError(f"the state moved past epoch {plan.startEpoch} after planning")
+        operation = "unfence" if here.state == "FENCED" else "reassert"
+        if operation == "unfence":
+            # Take the fence over from the execution that left it: one more epoch, same state.
+            _take_over(plan, settings, here)
+    new, propagation, reached = _change_state(plan, settings, operation)
+    results, ballot = _grant_writer(plan, settings, new, new.writers)
+    for region in (settings.primary_region, settings.secondary_region):
+        if region not in new.writers:
+            results[region] = _set_permit(settings, region, _permit(region, new, writable=False))
+    return _result(
+        Transition, f"recover ({operation})", new, propagation, reached, permits=results, lease=ballot
+    )
+
+
+def _take_over(plan: Plan, settings: Settings, here: AppState) -> None:
+    """Make this execution the holder of a fence another one left (audited, epoch + 1)."""
+    table = _state_table(settings, settings.region)
+    taken = appstate.stamp(
+        appstate.TRANSITIONS["reassert"](here),
+        operation="take-over",
+        reason=f"recover: take over the fence of {here.executionId or 'an unknown execution'}: "
+        f"{plan.request.reason}",
+        by=plan.request.requestedBy,
+        execution_id=plan.executionId,
+        region=settings.region,
+    )
+    appstate.save(table, taken, expected_epoch=here.epoch)
