@@ -293,6 +293,7 @@ def test_items_written_before_the_list_was_sharded_are_listed_in_order(
         {"gsi1sk": f"2026-11-23T07:00:00.000Z#{ITEM_ID}x"},  # edited
         {"gsi1sk": f"2026-13-23T07:00:00.000Z#{ITEM_ID}"},  # no such month
         {"gsi1sk": f"2026-11-23T07:00:00Z#{ITEM_ID}"},  # not the table's timestamps
+        {"gsi1sk": f"2026-11-23T07:00:00.00\u0663Z#{ITEM_ID}"},  # a digit, but not ASCII
         {"gsi1sk": f"2026-11-23T07:00:00.000Z#{ITEM_ID}", "gsi1pk": "ITEM#00"},  # a field added
         # The unsharded list's start key: the page it came from no longer exists.
         {

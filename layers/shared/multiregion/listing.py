@@ -35,8 +35,11 @@ LEGACY_PARTITION = "ITEM"
 PARTITIONS = (*(f"{_PARTITION_PREFIX}{shard:02d}" for shard in range(LIST_SHARDS)), LEGACY_PARTITION)
 
 _CURSOR_FIELDS = frozenset({"gsi1sk"})
-# What `sort_key` builds from multiregion.clock's timestamps and an item id.
-_SORT_KEY = re.compile(r"(?P<time>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)#[0-9a-f]{32}")
+# What `sort_key` builds from multiregion.clock's timestamps and an item id (ASCII digits:
+# `\d` also matches other scripts' digits).
+_SORT_KEY = re.compile(
+    r"(?P<time>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)#[0-9a-f]{32}"
+)
 
 
 def partition_of(item_id: str) -> str:
