@@ -72,10 +72,13 @@ def run_clients(clients: int, seconds: float, work: Callable[[int], Callable[[],
 
 def item_record(region: str) -> dict[str, Any]:
     """The record POST /items writes (keys, list index, fields)."""
+    from multiregion import listing
+
     item_id = uuid.uuid4().hex
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     return {
-        "pk": f"ITEM#{item_id}", "sk": "ITEM", "gsi1pk": "ITEM", "gsi1sk": f"{now}#{item_id}",
+        "pk": f"ITEM#{item_id}", "sk": "ITEM",
+        "gsi1pk": listing.partition_of(item_id), "gsi1sk": listing.sort_key(now, item_id),
         "id": item_id, "name": "bench", "description": "", "tags": [], "version": 1,
         "revision": uuid.uuid4().hex[:12], "createdAt": now, "updatedAt": now,
         "updatedRegion": region, "epoch": 0,

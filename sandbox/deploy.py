@@ -43,7 +43,9 @@ API_RESOURCE_TYPES = {
     "AWS::ApiGateway::Stage",
     "AWS::ApiGateway::DomainName",
     "AWS::ApiGateway::BasePathMapping",
+    "AWS::ApiGateway::Account",  # applied through the API (`_set_account_settings`)
 }
+ACCESS_LOGGING_REFUSED = "CloudWatch Logs role ARN must be set in account settings to enable logging"
 
 
 @dataclass
@@ -180,6 +182,37 @@ class Deployer:
                 region = self._resolve(replica["Region"], env)
                 self.cloud.client("dynamodb", region).create_table(**replica_table_definition(props, table))
                 logger.info("global table %s: replica in %s (%s)", table, region, name)
+
+    def _check_access_logging(self, cfn: dict[str, Any], env: Environment) -> None:
+        """API Gateway refuses to create a stage with access logging in a region whose
+        account settings name no CloudWatch Logs role. The sandbox serves the stages
+        itself, so it refuses such a deploy here, before the stack is created."""
+        holding = [(n, r) for n, r in cfn["Resources"].items() if self._condition_holds(r, env)]
+        logging_stages = sorted(
+            n
+            for n, r in holding
+            if r["Type"] == "AWS::ApiGateway::Stage" and "AccessLogSetting" in r.get("Properties", {})
+        )
+        if not logging_stages or any(r["Type"] == "AWS::ApiGateway::Account" for _, r in holding):
+            return
+        if not self.cloud.client("apigateway", env.region).get_account().get("cloudwatchRoleArn"):
+            raise AccessLoggingError(
+                f"stack {env.stack_name} in {env.region}: {', '.join(logging_stages)}: "
+                f"{ACCESS_LOGGING_REFUSED}"
+            )
+
+    def _set_account_settings(
+        self, cfn: dict[str, Any], env: Environment, resources: dict[str, dict[str, str]]
+    ) -> None:
+        """AWS::ApiGateway::Account: moto's CloudFormation skips the type. Set the region's
+        CloudWatch Logs role through the API, with the role the stack created."""
+        for resource in cfn["Resources"].values():
+            if resource["Type"] != "AWS::ApiGateway::Account" or not self._condition_holds(resource, env):
+                continue
+            role = self._value(resource["Properties"]["CloudWatchRoleArn"], env, resources)
+            self.cloud.client("apigateway", env.region).update_account(
+                patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}]
+            )
 
     def _resolve(self, value: Any, env: Environment) -> str:
         if isinstance(value, dict) and "Ref" in value:
@@ -374,6 +407,7 @@ class Deployer:
         )
         cfn = self._transform(self._package(env), env)
         self._conditions = cfn.get("Conditions", {})
+        self._check_access_logging(cfn, env)
         self._create_global_table(cfn, env)
         stripped, machines = self._strip(cfn)
         client = self.cloud.client("cloudformation", env.region)
@@ -398,6 +432,7 @@ class Deployer:
                 "the sandbox's topology and the template's disagree"
             )
         resources = self._stack_resources(env, env.stack_name)
+        self._set_account_settings(cfn, env, resources)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
         self._register_functions(env, resources)
         schedules = self._schedules(env, resources)
@@ -424,6 +459,11 @@ def replica_table_definition(props: dict[str, Any], table_name: str) -> dict[str
 
 class TemplateRuleError(ValueError):
     """A `Rules` assertion failed: CloudFormation refuses the change set, nothing is created."""
+
+
+class AccessLoggingError(RuntimeError):
+    """A stage with access logging, and no CloudWatch Logs role in the region's API Gateway
+    account settings: CloudFormation fails to create the stage."""
 
 
 def failed_rules(rules: dict[str, Any], ref: Callable[[str], Any]) -> list[str]:

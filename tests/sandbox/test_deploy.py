@@ -1,16 +1,22 @@
-"""The sandbox's deploy: what it reads from samconfig.toml, and the template's Rules
-applied before anything is created."""
+"""The sandbox's deploy: what it reads from samconfig.toml, the template's Rules
+applied before anything is created, and API Gateway's account settings."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox.cloud import ACCOUNT_ID, Cloud
 from sandbox.deploy import (
+    ACCESS_LOGGING_REFUSED,
+    AccessLoggingError,
     Deployer,
     Environment,
     TemplateRuleError,
@@ -18,6 +24,7 @@ from sandbox.deploy import (
     failed_rules,
     read_samconfig,
 )
+from sandbox.faults import FaultState
 from tests.support.target import free_port, free_port_base
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,3 +161,92 @@ def test_the_sandbox_refuses_a_topology_that_names_a_region_twice(tmp_path: Path
     assert result.returncode == 2, result.stderr
     assert "DistinctRegions: PrimaryRegion, SecondaryRegion and ServiceRegion must be" in result.stderr
     assert not (tmp_path / "e.json").exists()
+
+
+# A stage with access logging, and the account settings only when `Logging` is `create`
+# (template.yaml's ApiGatewayCloudWatchRole, in small).
+ACCESS_LOGGING_TEMPLATE = """
+Parameters:
+  Logging: {Type: String, Default: create, AllowedValues: [create, existing]}
+Conditions:
+  CreatesRole: !Equals [!Ref Logging, create]
+Resources:
+  AccessLogs: {Type: AWS::Logs::LogGroup}
+  Api: {Type: AWS::ApiGateway::RestApi, Properties: {Name: api}}
+  Deployment: {Type: AWS::ApiGateway::Deployment, Properties: {RestApiId: !Ref Api}}
+  Stage:
+    Type: AWS::ApiGateway::Stage
+    Properties:
+      RestApiId: !Ref Api
+      DeploymentId: !Ref Deployment
+      StageName: v1
+      AccessLogSetting: {DestinationArn: !GetAtt AccessLogs.Arn, Format: "$context.requestId"}
+  LoggingRole:
+    Type: AWS::IAM::Role
+    Condition: CreatesRole
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement:
+          - {Effect: Allow, Principal: {Service: apigateway.amazonaws.com}, Action: "sts:AssumeRole"}
+  Account:
+    Type: AWS::ApiGateway::Account
+    Condition: CreatesRole
+    Properties: {CloudWatchRoleArn: !GetAtt LoggingRole.Arn}
+Outputs:
+  RegionRole: {Value: primary}
+"""
+# Regions no other test uses: moto's state outlives the endpoint.
+LOGGING_REGIONS = ["eu-west-3", "eu-north-1"]
+
+
+@pytest.fixture
+def logging_cloud(tmp_path: Path) -> Iterator[tuple[Cloud, Deployer]]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    (tmp_path / "template.yaml").write_text(ACCESS_LOGGING_TEMPLATE)
+    cloud = Cloud(FaultState(LOGGING_REGIONS), port=0)
+    cloud.start()
+    try:
+        for region in LOGGING_REGIONS:  # a fresh region: no CloudWatch Logs role yet
+            cloud.client("apigateway", region).update_account(
+                patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": ""}]
+            )
+        yield cloud, Deployer(tmp_path, cloud, runtime=None)
+    finally:
+        cloud.stop()
+
+
+def cloudwatch_role(cloud: Cloud, region: str) -> str:
+    return cloud.client("apigateway", region).get_account().get("cloudwatchRoleArn", "")
+
+
+def test_a_stack_that_creates_the_logging_role_sets_it_in_the_account_settings(
+    logging_cloud: tuple[Cloud, Deployer],
+) -> None:
+    cloud, deployer = logging_cloud
+    region, stack = LOGGING_REGIONS[0], f"app-{uuid.uuid4().hex[:8]}"
+
+    deployer.deploy(Environment("primary", region, stack, {}))
+
+    resources = cloud.client("cloudformation", region).describe_stack_resources(StackName=stack)
+    (role,) = [r for r in resources["StackResources"] if r.get("LogicalResourceId") == "LoggingRole"]
+    assert cloudwatch_role(cloud, region) == f"arn:aws:iam::{ACCOUNT_ID}:role/{role['PhysicalResourceId']}"
+
+
+def test_access_logging_in_a_region_with_no_logging_role_is_refused_as_on_aws(
+    logging_cloud: tuple[Cloud, Deployer],
+) -> None:
+    cloud, deployer = logging_cloud
+    region, stack = LOGGING_REGIONS[1], f"app-{uuid.uuid4().hex[:8]}"
+
+    with pytest.raises(AccessLoggingError, match=f"{stack} in {region}: Stage: {ACCESS_LOGGING_REFUSED}"):
+        deployer.deploy(Environment("primary", region, stack, {"Logging": "existing"}))
+    stacks = cloud.client("cloudformation", region).list_stacks()["StackSummaries"]
+    assert stack not in {s["StackName"] for s in stacks}
+
+    # Once the account settings name a role (another stack, or by hand), `existing` deploys.
+    role = f"arn:aws:iam::{ACCOUNT_ID}:role/set-by-hand"
+    cloud.client("apigateway", region).update_account(
+        patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}]
+    )
+    deployer.deploy(Environment("primary", region, stack, {"Logging": "existing"}))
+    assert cloudwatch_role(cloud, region) == role

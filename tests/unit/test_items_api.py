@@ -12,7 +12,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from functions.items_api import app
-from multiregion.items import ItemRepository
+from multiregion import listing
+from multiregion.cursor import encode_cursor
+from multiregion.items import ItemInput, ItemRepository
+from multiregion.settings import get_settings
+from multiregion.transactions import guarded
 from tests.support.cfn import load_event
 from tests.support.responses import body, header
 from tests.unit.conftest import REGION
@@ -178,6 +182,140 @@ def test_list_pages_with_an_opaque_cursor(table: Any, lambda_context: Any) -> No
     assert page2["nextCursor"] is None
 
 
+def list_page(lambda_context: Any, limit: int, cursor: str | None = None) -> dict[str, Any]:
+    event = load_event("items_api/list.json")
+    event["queryStringParameters"]["limit"] = str(limit)
+    event["multiValueQueryStringParameters"]["limit"] = [str(limit)]
+    if cursor is not None:
+        event["queryStringParameters"]["cursor"] = cursor
+        event["multiValueQueryStringParameters"]["cursor"] = [cursor]
+    response = invoke(event, lambda_context)
+    assert response["statusCode"] == 200, response["body"]
+    return body(response)
+
+
+def list_all(lambda_context: Any, limit: int) -> list[dict[str, Any]]:
+    """Every page from the first, following nextCursor; each page but the last is full."""
+    pages = [list_page(lambda_context, limit)]
+    while pages[-1]["nextCursor"]:
+        assert len(pages[-1]["items"]) == limit
+        pages.append(list_page(lambda_context, limit, pages[-1]["nextCursor"]))
+    assert len(pages[-1]["items"]) <= limit
+    return [item for page in pages for item in page["items"]]
+
+
+def create_items(table: Any, count: int) -> list[dict[str, Any]]:
+    """Items created one after another, two in each millisecond, in list order (oldest
+    first; ties are ordered by id)."""
+    times = iter(f"2026-11-23T07:00:00.{n // 2:03d}Z" for n in range(count))
+    repository = ItemRepository(table, REGION, clock=lambda: next(times))
+    created = []
+    for n in range(count):
+        data = ItemInput(name=f"item {n}")
+        item, _ = guarded(get_settings(), lambda guard, data=data: repository.create(data, guard))
+        created.append(item.model_dump())
+    return sorted(created, key=lambda i: (i["createdAt"], i["id"]))
+
+
+def item_records(table: Any) -> list[dict[str, Any]]:
+    return table.scan(FilterExpression="begins_with(pk, :p)", ExpressionAttributeValues={":p": "ITEM#"})[
+        "Items"
+    ]
+
+
+def test_items_are_spread_over_the_list_partitions(table: Any) -> None:
+    created = create_items(table, 24)
+
+    records = item_records(table)
+    assert len(records) == len(created)
+    assert {r["gsi1pk"] for r in records} <= set(listing.PARTITIONS[: listing.LIST_SHARDS])
+    assert len({r["gsi1pk"] for r in records}) > 1
+    assert all(r["gsi1pk"] == listing.partition_of(r["id"]) for r in records)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 7, 25, 100])
+def test_paging_lists_every_item_once_oldest_first(table: Any, lambda_context: Any, limit: int) -> None:
+    expected = [i["id"] for i in create_items(table, 25)]
+
+    listed = [i["id"] for i in list_all(lambda_context, limit)]
+
+    assert listed == expected
+
+
+def test_the_last_page_has_no_cursor(table: Any, lambda_context: Any) -> None:
+    create_items(table, 6)
+
+    first = list_page(lambda_context, 3)
+    second = list_page(lambda_context, 3, first["nextCursor"])
+
+    assert first["nextCursor"]
+    assert len(second["items"]) == 3
+    assert second["nextCursor"] is None
+
+
+def test_a_cursor_resumes_after_its_item_even_once_it_is_deleted(table: Any, lambda_context: Any) -> None:
+    created = [i["id"] for i in create_items(table, 5)]
+    first = list_page(lambda_context, 2)
+    table.delete_item(Key={"pk": f"ITEM#{created[1]}", "sk": "ITEM"})
+
+    rest = list_page(lambda_context, 10, first["nextCursor"])
+
+    assert [i["id"] for i in first["items"]] == created[:2]
+    assert [i["id"] for i in rest["items"]] == created[2:]
+
+
+def test_items_written_before_the_list_was_sharded_are_listed_in_order(
+    table: Any, lambda_context: Any
+) -> None:
+    created = create_items(table, 4)
+    old = {
+        "pk": f"ITEM#{ITEM_ID}",
+        "sk": "ITEM",
+        "gsi1pk": listing.LEGACY_PARTITION,
+        "gsi1sk": f"2026-11-23T07:00:00.001Z#{ITEM_ID}",
+        "id": ITEM_ID,
+        "name": "old",
+        "version": 1,
+        "createdAt": "2026-11-23T07:00:00.001Z",
+        "updatedAt": "2026-11-23T07:00:00.001Z",
+        "updatedRegion": REGION,
+    }
+    table.put_item(Item=old)
+    expected = sorted([*created, old], key=lambda i: (i["createdAt"], i["id"]))
+
+    assert [i["id"] for i in list_all(lambda_context, 2)] == [i["id"] for i in expected]
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"gsi1sk": "CONTROL#APP_STATE"},  # a record of another partition
+        {"gsi1sk": f"2026-11-23T07:00:00.000Z#{ITEM_ID}x"},  # edited
+        {"gsi1sk": f"2026-13-23T07:00:00.000Z#{ITEM_ID}"},  # no such month
+        {"gsi1sk": f"2026-11-23T07:00:00Z#{ITEM_ID}"},  # not the table's timestamps
+        {"gsi1sk": f"2026-11-23T07:00:00.00\u0663Z#{ITEM_ID}"},  # a digit, but not ASCII
+        {"gsi1sk": f"2026-11-23T07:00:00.000Z#{ITEM_ID}", "gsi1pk": "ITEM#00"},  # a field added
+        # The unsharded list's start key: the page it came from no longer exists.
+        {
+            "gsi1pk": "ITEM",
+            "gsi1sk": f"2026-11-23T07:00:00.000Z#{ITEM_ID}",
+            "pk": f"ITEM#{ITEM_ID}",
+            "sk": "ITEM",
+        },
+    ],
+)
+def test_a_cursor_not_handed_out_is_400(table: Any, lambda_context: Any, position: dict[str, str]) -> None:
+    create_items(table, 3)
+    event = load_event("items_api/list.json")
+    event["queryStringParameters"]["cursor"] = encode_cursor(position)
+    event["multiValueQueryStringParameters"]["cursor"] = [encode_cursor(position)]
+
+    response = invoke(event, lambda_context)
+
+    assert response["statusCode"] == 400, response["body"]
+    assert body(response)["code"] == "BadRequest"
+
+
 @pytest.mark.parametrize(
     ("event_file", "status", "code"),
     [
@@ -191,6 +329,7 @@ def test_list_pages_with_an_opaque_cursor(table: Any, lambda_context: Any) -> No
         ("get-bad-id.json", 422, "ValidationError"),
         ("list-bad-cursor.json", 400, "BadRequest"),
         ("list-foreign-cursor.json", 400, "BadRequest"),
+        ("list-tampered-cursor.json", 400, "BadRequest"),
         ("replace-superscript-if-match.json", 400, "BadRequest"),
         ("list-bad-limit.json", 422, "ValidationError"),
         ("list-limit-not-a-number.json", 422, "ValidationError"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -249,3 +250,83 @@ def test_every_api_route_has_sample_events_and_every_event_matches_a_route() -> 
             assert route in routes, path
             covered.add(route)
     assert covered == routes
+
+
+def _referenced(value: Any) -> set[str]:
+    """The logical ids a template value names through Ref, Fn::GetAtt or Fn::Sub."""
+    if isinstance(value, list):
+        return set().union(*(_referenced(v) for v in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    if isinstance(value.get("Ref"), str):
+        found.add(value["Ref"])
+    if "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        found.add(target[0] if isinstance(target, list) else target.split(".")[0])
+    if "Fn::Sub" in value:
+        text = value["Fn::Sub"][0] if isinstance(value["Fn::Sub"], list) else value["Fn::Sub"]
+        found |= {name.split(".")[0] for name in re.findall(r"\$\{([\w:.]+)\}", text)}
+    return found | set().union(*(_referenced(v) for v in value.values()))
+
+
+def _waits_for(resources: dict[str, Any], name: str, region: str, **overrides: str) -> set[str]:
+    """Every resource CloudFormation creates before `name`: DependsOn and references
+    (anywhere in the resource, Metadata included), conditions resolved, transitively."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        resource = cfn.resolve(resources[todo.pop()], region, **overrides)
+        depends = resource.get("DependsOn", [])
+        for found in (_referenced(resource) | set(_as_list(depends))) & set(resources):
+            if found not in seen:
+                seen.add(found)
+                todo.append(found)
+    return seen
+
+
+@pytest.mark.parametrize("choice", ["create", "existing"])
+@pytest.mark.parametrize("region", list(ROLES))
+def test_access_logging_is_only_deployed_with_a_cloudwatch_role_setting(region: str, choice: str) -> None:
+    # API Gateway refuses a stage with access logging unless the region's account
+    # settings name a CloudWatch Logs role: with `create` the stack sets one first.
+    resources = cfn.resources_for(region, ApiGatewayCloudWatchRole=choice)
+    logging_stages = {
+        name
+        for name in of_type(resources, "AWS::ApiGateway::Stage")
+        if "AccessLogSetting" in resources[name]["Properties"]
+    }
+    accounts = of_type(resources, "AWS::ApiGateway::Account")
+
+    if ROLES[region] == "service":
+        assert not logging_stages and not accounts and "ApiGatewayLoggingRole" not in resources
+        return
+    assert logging_stages
+    if choice == "existing":
+        assert not accounts and "ApiGatewayLoggingRole" not in resources
+        return
+    assert accounts == {"ApiGatewayAccount"}
+    assert resources["ApiGatewayAccount"]["Condition"] == "CreatesApiGatewayCloudWatchRole"
+    for name in [*logging_stages, "Api"]:
+        assert "ApiGatewayAccount" in _waits_for(resources, name, region, ApiGatewayCloudWatchRole=choice), (
+            name
+        )
+    role_arn = resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"]
+    assert role_arn == {"Fn::GetAtt": ["ApiGatewayLoggingRole", "Arn"]}
+    role = resources["ApiGatewayLoggingRole"]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    assert role["Properties"]["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
+    ]
+    # Every REST API in the region logs through the setting: deleting the stack keeps it.
+    assert {resources[n].get("DeletionPolicy") for n in ("ApiGatewayLoggingRole", "ApiGatewayAccount")} == {
+        "Retain"
+    }
+
+
+def test_a_fresh_region_gets_the_cloudwatch_role_by_default() -> None:
+    parameter = cfn.template()["Parameters"]["ApiGatewayCloudWatchRole"]
+
+    assert parameter["Default"] == "create"
+    assert parameter["AllowedValues"] == ["create", "existing"]

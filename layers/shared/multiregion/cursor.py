@@ -1,6 +1,6 @@
-"""Opaque pagination cursors: a DynamoDB LastEvaluatedKey, base64url-encoded.
+"""Opaque pagination cursors: a page's position (a few string fields), base64url-encoded.
 
-Clients must not build or edit them; a cursor that does not decode to a key of the
+Clients must not build or edit them; a cursor that does not decode to a position of the
 expected shape is refused with 400 rather than passed to DynamoDB."""
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ def encode_cursor(last_key: Mapping[str, str]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def invalid_cursor() -> BadRequestError:
+    return BadRequestError("cursor is not valid: pass back the nextCursor of a previous page unchanged")
+
+
 def decode_cursor(cursor: str, expected_fields: frozenset[str]) -> dict[str, str]:
-    invalid = BadRequestError("cursor is not valid: pass back the nextCursor of a previous page unchanged")
+    invalid = invalid_cursor()
     if not cursor or len(cursor) > MAX_CURSOR_CHARS:
         raise invalid
     try:

@@ -16,14 +16,13 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn
 
-from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from multiregion.clock import utc_now_iso
-from multiregion.cursor import decode_cursor, encode_cursor
-from multiregion.errors import BadRequestError, NotFoundError, VersionConflictError
+from multiregion.errors import NotFoundError, VersionConflictError
 from multiregion.fencing import WriteGuard
 from multiregion.journal import JournalEntry, Operation
+from multiregion.listing import list_records, partition_of, sort_key
 from multiregion.transactions import ItemConditionFailed, commit
 
 ITEM_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -33,8 +32,6 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1d0e-9a57-4c8e-9a1f-3f1b3d2c7a10")
 _ITEM_ID = re.compile(ITEM_ID_PATTERN)
 ITEM_KIND = "ITEM"
-LIST_INDEX = "GSI1"
-_LIST_KEY_FIELDS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk"})
 REVISION_CHARS = 12
 _ETAG = re.compile(rf"(?P<version>[0-9]{{1,18}})(?:\.(?P<revision>[0-9a-f]{{{REVISION_CHARS}}}))?")
 
@@ -127,9 +124,8 @@ class ItemRepository:
         )
         record = {
             **_key(item_id),
-            "gsi1pk": ITEM_KIND,
-            # Creation time first so that pages list items oldest first.
-            "gsi1sk": f"{now}#{item_id}",
+            "gsi1pk": partition_of(item_id),
+            "gsi1sk": sort_key(now, item_id),
             "id": item_id,
             "name": data.name,
             "description": data.description,
@@ -226,17 +222,9 @@ class ItemRepository:
             self._raise_conflict(item_id, expected)
 
     def list(self, limit: int, cursor: str | None = None) -> tuple[list[Item], str | None]:
-        query: dict[str, Any] = {
-            "IndexName": LIST_INDEX,
-            "KeyConditionExpression": Key("gsi1pk").eq(ITEM_KIND),
-            "Limit": limit,
-        }
-        if cursor:
-            query["ExclusiveStartKey"] = _list_cursor(cursor)
-        response = self._table.query(**query)
-        items = [_from_record(record) for record in response.get("Items", [])]
-        last_key = response.get("LastEvaluatedKey")
-        return items, encode_cursor(last_key) if last_key else None
+        """A page of items, oldest first, and the cursor of the next (multiregion.listing)."""
+        records, next_cursor = list_records(self._table, limit, cursor)
+        return [_from_record(record) for record in records], next_cursor
 
     def _raise_conflict(
         self, item_id: str, expected: Precondition | None, current: Item | None = None
@@ -249,15 +237,6 @@ class ItemRepository:
             details={"currentVersion": current.version, "updatedRegion": current.updatedRegion},
             headers={"ETag": current.etag},
         )
-
-
-def _list_cursor(cursor: str) -> dict[str, str]:
-    """The list's start key; a key from another partition is refused here, because DynamoDB
-    answers it with a ValidationException (a 502), where moto accepts it."""
-    key = decode_cursor(cursor, _LIST_KEY_FIELDS)
-    if key["gsi1pk"] != ITEM_KIND or key["sk"] != ITEM_KIND or not key["pk"].startswith(f"{ITEM_KIND}#"):
-        raise BadRequestError("cursor is not valid: pass back the nextCursor of a previous page unchanged")
-    return key
 
 
 def is_idempotency_key(value: str) -> bool:
