@@ -54,6 +54,28 @@ def test_no_state_record_means_active_active_and_every_region_writes(table: Any,
     assert items("create.json", lambda_context)["statusCode"] == 201
 
 
+def test_the_public_state_leaves_out_the_operator_and_the_execution(table: Any, lambda_context: Any) -> None:
+    """Who changed the state, why, and the execution's ARN (with the account id) stay in
+    the audit records; /state shows where to write."""
+    changed = appstate.stamp(
+        appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-active"), SECONDARY),
+        operation="fence",
+        reason="incident INC-1234 (internal)",
+        by="oncall@example.com",
+        execution_id="arn:aws:states:us-west-2:123456789012:execution:failover:1",
+        region=REGION,
+    )
+    put_state(table, changed)
+
+    response = get_state(lambda_context)
+
+    state = body(response)
+    assert (state["state"], state["epoch"], state["lastOperation"]) == ("FENCED", 1, "fence")
+    assert not {"changedBy", "executionId", "reason"} & set(state)
+    for secret in ("oncall@example.com", "123456789012", "INC-1234"):
+        assert secret not in response["body"]
+
+
 @pytest.mark.parametrize("event_file", WRITE_EVENTS)
 def test_fenced_region_refuses_every_write_with_503_and_the_writer(
     table: Any, lambda_context: Any, endpoints: None, event_file: str

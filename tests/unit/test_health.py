@@ -82,12 +82,33 @@ def test_maintenance_switch_makes_the_region_unhealthy(table: Any, lambda_contex
     assert response["statusCode"] == 503
     payload = body(response)
     assert payload["failed"] == ["maintenance"]
-    assert "failover drill" in payload["checks"]["maintenance"]["detail"]
+    assert payload["checks"]["maintenance"]["detail"].startswith("maintenance on since ")
+    assert "failover drill" not in response["body"]  # the operator's reason is not public
 
     control.set_maintenance(
         table, REGION, enabled=False, reason="drill over", by="tests", writer_region=REGION
     )
     assert invoke(lambda_context)["statusCode"] == 200
+
+
+def test_a_public_answer_names_an_aws_error_by_its_code_only(
+    table: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AccessDenied's message names the account and the role: /health says the code."""
+    from botocore.exceptions import ClientError
+
+    message = "User: arn:aws:sts::123456789012:assumed-role/items-role/fn is not authorized"
+
+    def denied(_table: Any, _settings: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": message}}, "GetItem")
+
+    monkeypatch.setattr(health, "_read_maintenance_record", denied)
+
+    response = invoke(lambda_context)
+
+    assert response["statusCode"] == 503
+    assert body(response)["checks"]["table"]["detail"] == "AccessDeniedException"
+    assert "123456789012" not in response["body"] and "assumed-role" not in response["body"]
 
 
 def test_another_regions_maintenance_does_not_affect_this_one(table: Any, lambda_context: Any) -> None:

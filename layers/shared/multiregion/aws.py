@@ -82,6 +82,14 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def public_error(error: BaseException) -> str:
+    """What a public answer may say about an AWS error: its code, never its message (an
+    AccessDenied message names the account and the role; the logs keep the whole error)."""
+    if isinstance(error, ClientError):
+        return str(error_code(error) or "Error")
+    return describe_error(error)  # ours or the SDK's (a timeout, an endpoint): no account data
+
+
 def clear() -> None:
     """Forget every client (tests that swap the AWS endpoint call this)."""
     with _lock:

@@ -22,16 +22,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from multiregion import appstate, aws, permits
-from multiregion.aws import describe_error
+from multiregion.aws import describe_error, public_error
 from multiregion.control import maintenance_key
 from multiregion.fencing import default_state
 from multiregion.settings import Settings
 
 MAX_TIMEOUT_SECONDS = 1.0
+logger = Logger(child=True)
 
 # One attempt, short socket timeouts: a probe must not outlive its deadline by much.
 PROBE_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "max_attempts": 1})
@@ -151,27 +153,29 @@ def check_region(
     config, config_error, config_ms = _wait(config_future, deadline, timeout)
     writes_problem, writes_error, writes_ms = _wait(writes_future, deadline, timeout)
 
+    for name, error in (("table", table_error), ("config", config_error), ("writes", writes_error)):
+        if error is not None:  # the whole error stays in the logs, behind IAM
+            logger.warning("health dependency failed", extra={"check": name, "error": describe_error(error)})
     checks: dict[str, Check] = {}
     if table_error is None:
         checks["table"] = Check(True, f"replica of {settings.table_name} answered", table_ms)
         if record and record.get("enabled"):
-            checks["maintenance"] = Check(
-                False, f"maintenance on: {record.get('reason', 'no reason given')}", 0
-            )
+            # The operator's reason stays in the record (and the audit trail), not here.
+            checks["maintenance"] = Check(False, f"maintenance on since {record.get('updatedAt', '?')}", 0)
         else:
             checks["maintenance"] = Check(True, "off", 0)
     else:
-        checks["table"] = Check(False, describe_error(table_error), table_ms)
+        checks["table"] = Check(False, public_error(table_error), table_ms)
         checks["maintenance"] = Check(False, "unknown: the table did not answer", 0)
 
     if config_error is not None:
-        checks["config"] = Check(False, describe_error(config_error), config_ms)
+        checks["config"] = Check(False, public_error(config_error), config_ms)
     else:
         mismatches = _config_mismatches(settings, config)
         detail = "matches" if not mismatches else "mismatch: " + ", ".join(mismatches)
         checks["config"] = Check(not mismatches, detail, config_ms)
     if writes_error is not None:
-        checks["writes"] = Check(False, describe_error(writes_error), writes_ms)
+        checks["writes"] = Check(False, public_error(writes_error), writes_ms)
     else:
         checks["writes"] = Check(writes_problem is None, writes_problem or "ok", writes_ms)
     return HealthReport(checks)

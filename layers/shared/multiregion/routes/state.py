@@ -12,6 +12,9 @@ from multiregion.fencing import current_view
 from multiregion.settings import get_settings
 
 router = Router()
+# Who changed the state and why, and the execution's ARN (it names the account), stay in
+# the audit records, readable through IAM only; a public answer leaves them out.
+PRIVATE_FIELDS = {"changedBy", "executionId", "reason"}
 
 
 @router.get("/state")
@@ -22,7 +25,7 @@ def get_state():
     now = time.time()
     can_write = state.can_write(settings.region) and permit.valid(now, settings.active_passive)
     body = {
-        **state.model_dump(exclude_none=True),
+        **state.model_dump(exclude_none=True, exclude=PRIVATE_FIELDS),
         "canWrite": can_write,
         "permit": {
             "epoch": permit.epoch,

@@ -1,0 +1,141 @@
+"""The functions' IAM policies, as deployed: moto evaluates no IAM, so the policy
+documents themselves are evaluated here for the requests that matter (least privilege:
+the items function never touches a state or control record, the workflow function
+never writes an item)."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import pytest
+
+from tests.support import cfn
+
+REGION = cfn.defaults()["PrimaryRegion"]
+ACCOUNT = "123456789012"
+TABLE = cfn.defaults()["TableName"]
+TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
+CONTROL_ARN = f"{TABLE_ARN}-control"
+GSI_ARN = f"{TABLE_ARN}/index/GSI1"
+SUPPORTED = {"ForAllValues:StringLike", "ForAllValues:StringEquals"}
+
+
+def statements(function: str) -> list[dict[str, Any]]:
+    """Every statement of the function's role in the primary's stack, resolved."""
+    resources = cfn.resources_for(REGION)
+    role = resources[f"{function}Role"]["Properties"]
+    found = []
+    for policy in role.get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            resolved = cfn.resolve(statement, REGION)
+            resolved["Resource"] = [_arn(r) for r in _as_list(resolved["Resource"])]
+            found.append(resolved)
+    return found
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _arn(resource: Any) -> str:
+    if resource == {"Fn::GetAtt": ["ControlTable", "Arn"]}:
+        return CONTROL_ARN
+    assert isinstance(resource, str), f"unresolved resource {resource!r}"
+    return resource.replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Partition}", "aws")
+
+
+def _condition_holds(condition: dict[str, Any], leading_keys: list[str] | None) -> bool:
+    for operator, tests in condition.items():
+        assert operator in SUPPORTED, f"this evaluator does not know {operator}"
+        (key, patterns), *rest = tests.items()
+        assert key == "dynamodb:LeadingKeys" and not rest
+        if leading_keys is None:
+            # Scan, BatchWrite...: no leading keys in the request. ForAllValues over an
+            # empty set is true on AWS, so such actions must not be granted with it.
+            return True
+        like = operator.endswith("StringLike")
+        matches = (lambda k, p: fnmatch.fnmatchcase(k, p)) if like else (lambda k, p: k == p)
+        if not all(any(matches(k, p) for p in patterns) for k in leading_keys):
+            return False
+    return True
+
+
+def allowed(function: str, action: str, resource: str, leading_keys: list[str] | None) -> bool:
+    for statement in statements(function):
+        assert statement["Effect"] == "Allow"
+        if not any(fnmatch.fnmatchcase(action, a) for a in _as_list(statement["Action"])):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in statement["Resource"]):
+            continue
+        if _condition_holds(statement.get("Condition", {}), leading_keys):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "keys", "expected"),
+    [
+        ("dynamodb:PutItem", TABLE_ARN, ["ITEM#0123"], True),
+        ("dynamodb:DeleteItem", TABLE_ARN, ["ITEM#0123"], True),
+        ("dynamodb:ConditionCheckItem", TABLE_ARN, ["ITEM#0123"], True),
+        ("dynamodb:Query", GSI_ARN, ["ITEM#03"], True),
+        ("dynamodb:GetItem", TABLE_ARN, ["CONTROL"], True),  # reads the state
+        ("dynamodb:PutItem", TABLE_ARN, ["CONTROL"], False),  # never writes it
+        ("dynamodb:UpdateItem", TABLE_ARN, ["CONTROL"], False),
+        ("dynamodb:DeleteItem", TABLE_ARN, ["CONTROL"], False),
+        ("dynamodb:Scan", TABLE_ARN, None, False),
+        ("dynamodb:BatchWriteItem", TABLE_ARN, None, False),
+        ("dynamodb:ConditionCheckItem", CONTROL_ARN, ["PERMIT#03"], True),
+        ("dynamodb:PutItem", CONTROL_ARN, ["JOURNAL#03"], True),
+        ("dynamodb:PutItem", CONTROL_ARN, ["PERMIT#03"], False),  # never moves a permit
+        ("dynamodb:UpdateItem", CONTROL_ARN, ["LEASE"], False),
+    ],
+)
+def test_the_items_function_reaches_item_records_only(
+    action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("ItemsApiFunction", action, resource, keys) is expected
+
+
+@pytest.mark.parametrize(
+    ("action", "keys", "expected"),
+    [
+        ("dynamodb:PutItem", ["CONTROL"], True),  # the state, audit, maintenance, probes
+        ("dynamodb:GetItem", ["ITEM#0123"], True),  # the catch-up proof reads items
+        ("dynamodb:PutItem", ["ITEM#0123"], False),
+        ("dynamodb:UpdateItem", ["ITEM#0123"], False),
+        ("dynamodb:DeleteItem", ["ITEM#0123"], False),
+        ("dynamodb:BatchWriteItem", None, False),
+    ],
+)
+def test_the_workflow_function_writes_state_and_control_records_only(
+    action: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("FailoverStepsFunction", action, TABLE_ARN, keys) is expected
+
+
+@pytest.mark.parametrize("function", ["HealthFunction", "AppStateFunction"])
+def test_health_and_state_read_the_control_records_and_nothing_else(function: str) -> None:
+    assert allowed(function, "dynamodb:GetItem", TABLE_ARN, ["CONTROL"])
+    assert not allowed(function, "dynamodb:GetItem", TABLE_ARN, ["ITEM#0123"])
+    assert not allowed(function, "dynamodb:PutItem", TABLE_ARN, ["CONTROL"])
+    assert not allowed(function, "dynamodb:Scan", TABLE_ARN, None)
+
+
+def test_no_statement_grants_a_keyless_action_under_a_leading_keys_condition() -> None:
+    """ForAllValues over no keys is true on AWS: a Scan granted with a LeadingKeys
+    condition would reach every record. No such grant exists."""
+    keyless = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:PartiQL*"}
+    for function in ("ItemsApiFunction", "HealthFunction", "AppStateFunction", "FailoverStepsFunction"):
+        for statement in statements(function):
+            if "Condition" in statement:
+                assert not keyless & set(_as_list(statement["Action"])), (function, statement)
+
+
+@pytest.mark.parametrize("function", ["HealthFunction", "FailoverStepsFunction", "LeaseRenewerFunction"])
+def test_health_workflow_and_lease_functions_have_reserved_concurrency(function: str) -> None:
+    """An API flood cannot starve the functions that keep routing and failover working."""
+    props = cfn.resources_for(REGION)[function]["Properties"]
+    assert isinstance(props.get("ReservedConcurrentExecutions"), int)
+    assert props["ReservedConcurrentExecutions"] >= 3
