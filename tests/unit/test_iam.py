@@ -107,12 +107,33 @@ def test_the_items_function_reaches_item_records_only(
         ("dynamodb:UpdateItem", ["ITEM#0123"], False),
         ("dynamodb:DeleteItem", ["ITEM#0123"], False),
         ("dynamodb:BatchWriteItem", None, False),
+        ("dynamodb:Scan", None, False),  # the reconciliation reads journals, never the table
+        ("dynamodb:PutItem", ["LEDGER#03"], True),  # failback's conflict ledger
+        ("dynamodb:UpdateItem", ["CONTROL"], False),
     ],
 )
 def test_the_workflow_function_writes_state_and_control_records_only(
     action: str, keys: list[str] | None, expected: bool
 ) -> None:
     assert allowed("FailoverStepsFunction", action, TABLE_ARN, keys) is expected
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "keys", "expected"),
+    [
+        ("dynamodb:UpdateItem", TABLE_ARN, ["ITEM#0123"], True),  # a restore is an item write
+        ("dynamodb:UpdateItem", TABLE_ARN, ["LEDGER#03"], True),  # and closes its entry
+        ("dynamodb:GetItem", TABLE_ARN, ["CONTROL"], True),
+        ("dynamodb:PutItem", TABLE_ARN, ["CONTROL"], False),
+        ("dynamodb:UpdateItem", TABLE_ARN, ["CONTROL"], False),
+        ("dynamodb:PutItem", CONTROL_ARN, ["PERMIT#03"], False),
+        ("dynamodb:PutItem", CONTROL_ARN, ["JOURNAL#03"], True),
+    ],
+)
+def test_the_conflict_resolver_writes_items_and_ledger_entries_only(
+    action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("ConflictResolverFunction", action, resource, keys) is expected
 
 
 @pytest.mark.parametrize("function", ["HealthFunction", "AppStateFunction"])
@@ -127,7 +148,8 @@ def test_no_statement_grants_a_keyless_action_under_a_leading_keys_condition() -
     """ForAllValues over no keys is true on AWS: a Scan granted with a LeadingKeys
     condition would reach every record. No such grant exists."""
     keyless = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem", "dynamodb:PartiQL*"}
-    for function in ("ItemsApiFunction", "HealthFunction", "AppStateFunction", "FailoverStepsFunction"):
+    functions = ("ItemsApiFunction", "HealthFunction", "AppStateFunction", "FailoverStepsFunction")
+    for function in (*functions, "ConflictResolverFunction"):
         for statement in statements(function):
             if "Condition" in statement:
                 assert not keyless & set(_as_list(statement["Action"])), (function, statement)

@@ -23,6 +23,7 @@ APP_FUNCTIONS = {
     "AppStateFunction",
     "FailoverStepsFunction",
     "LeaseRenewerFunction",
+    "ConflictResolverFunction",
 }
 DOMAIN = {
     "DomainName": "api.example.com",

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import copy
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from functions.conflict_resolver import app as resolver_app
 from functions.failover_steps import app as steps_app
-from multiregion import appstate, control, lease, permits
-from multiregion.errors import StaleEpochError, StateBusyError
+from multiregion import appstate, control, lease, ledger, permits
+from multiregion.errors import StaleEpochError, StateBusyError, VersionConflictError
 from multiregion.journal import JournalEntry, put_action
 from multiregion.settings import get_settings
 from multiregion.workflow import catchup, reconcile, report, routing, transitions
 from multiregion.workflow.errors import (
     CatchUpTooSlow,
+    ConflictsFound,
     FailoverInProgress,
     HoldDownActive,
     InvalidInput,
@@ -31,6 +33,7 @@ from multiregion.workflow.models import Fence, Plan
 from multiregion.workflow.plan import MAX_POLLS, poll_schedule
 from multiregion.workflow.plan import plan as plan_step
 from tests.support import cfn
+from tests.support.cfn import load_event
 from tests.unit.conftest import REGION as PRIMARY
 from tests.unit.conftest import SECONDARY, TABLE
 
@@ -597,21 +600,130 @@ def test_a_long_catch_up_deadline_polls_less_often_within_the_history_limit() ->
     assert polls <= MAX_POLLS and poll * polls >= 3600
 
 
-def test_failback_plan_reconciles_first_and_runs_in_the_primary(
-    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def write_both_sides(item_id: str) -> None:
+    """The primary's last write of an item (not replicated before the fence) and the new
+    writer's write after the promotion: both replaced revision r1; the replicas now agree
+    on the new writer's (last writer wins). Each is in its region's journal."""
+    now = datetime.now(UTC)
+    stamp = lambda s: (now + timedelta(seconds=s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    shard = permits.shard_of(item_id, get_settings().write_shards)
+    image = {"name": "n", "description": "", "tags": []}
+    writes = {
+        PRIMARY: [("r1", None, 1, -20, "created"), ("p2", "r1", 2, -10, "the primary's edit")],
+        SECONDARY: [("s2", "r1", 2, -1, "the new writer's edit")],
+    }
+    for region, entries in writes.items():
+        for revision, base, version, offset, name in entries:
+            entry = JournalEntry(
+                id=item_id,
+                op="put",
+                version=version,
+                revision=revision,
+                baseRevision=base,
+                updatedAt=stamp(offset),
+                image={**image, "name": name},
+            )
+            control_table(region).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
+    for table in (boto3.resource("dynamodb", region_name=r).Table(TABLE) for r in (PRIMARY, SECONDARY)):
+        table.put_item(
+            Item={
+                **item_record(SECONDARY, item_id, "s2", stamp(-1)),
+                "version": 2,
+                "name": "the new writer's edit",
+                "description": "",
+                "tags": [],
+                "createdAt": stamp(-20),
+                "gsi1pk": "ITEM#00",
+                "gsi1sk": f"{stamp(-20)}#{item_id}",
+            }
+        )
+
+
+def failed_over() -> Plan:
+    primary_holds_a_lease()
     plan = make_plan()
     transitions.fence(plan, get_settings())
     transitions.promote(plan, get_settings())
+    return plan
+
+
+def test_failback_plan_reconciles_first_and_runs_in_the_primary(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed_over()
     monkeypatch.setenv("AWS_REGION", PRIMARY)
 
-    back = make_plan(direction="failback")
+    back = make_plan(direction="failback", execution="arn:exec:back")
 
     assert (back.fenceRegion, back.promoteRegion) == (SECONDARY, PRIMARY)
-    assert back.steps[0] == "reconcile"
-    replicas[SECONDARY].put_item(Item=item_record(SECONDARY, "c" * 32, "r", "2026-11-23T08:00:00.000Z"))
-    reconciliation = reconcile.reconcile(back, get_settings())
-    assert reconciliation[f"onlyIn_{SECONDARY}"]["missingHere"] == ["c" * 32]
+    assert (back.next, back.steps[0]) == ("reconcile", "reconcile")
+    clean = reconcile.reconcile(back, get_settings())
+    assert (clean.segments, clean.found, clean.open) == (16, 0, 0)
+
+
+def test_failback_stops_on_a_version_last_writer_wins_dropped_and_the_ledger_lists_it(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed_over()
+    conflicted, alone = "c" * 32, "d" * 32
+    write_both_sides(conflicted)
+    journal_write(SECONDARY, alone, "x1", datetime.now(UTC).isoformat(timespec="milliseconds")[:23] + "Z")
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+    back = make_plan(direction="failback", execution="arn:exec:back")
+
+    with pytest.raises(ConflictsFound, match=f"1 open conflict.*{conflicted}: dropped put 2.p2 in {PRIMARY}"):
+        reconcile.reconcile(back, get_settings())
+
+    table = replicas[PRIMARY]
+    (entry,) = [c for shard in range(16) for c in ledger.open_in(table, shard)]
+    assert (entry.id, entry.dropped.revision, entry.dropped.image["name"]) == (
+        conflicted,
+        "p2",
+        "the primary's edit",
+    )
+    assert entry.kept is not None and (entry.kept.region, entry.kept.revision) == (SECONDARY, "s2")
+    # A re-run finds the same conflict: recorded once, still open.
+    with pytest.raises(ConflictsFound):
+        reconcile.reconcile(back, get_settings())
+    assert len([c for shard in range(16) for c in ledger.open_in(table, shard)]) == 1
+    # The named policy accepts what last writer wins kept, and says so in the ledger.
+    accept = make_plan(
+        {**REQUEST, "conflictPolicy": "keep-current"}, direction="failback", execution="arn:exec:b2"
+    )
+    result = reconcile.reconcile(accept, get_settings())
+    assert (result.found, result.new, result.open, result.closedByPolicy) == (1, 0, 0, 1)
+    closed = ledger.read(table, entry.shard, conflicted, "p2")
+    assert closed is not None and (closed.status, closed.resolvedBy) == ("KEPT", "tests")
+
+
+def test_the_resolver_restores_a_dropped_version_in_the_writer_region(
+    replicas: dict[str, Any], lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the failover the secondary writes: the resolver writes the dropped version
+    there as a new version on the kept one (guarded, journalled), and closes the entry."""
+    failed_over()
+    conflicted = "c" * 32
+    write_both_sides(conflicted)
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+    with pytest.raises(ConflictsFound):
+        reconcile.reconcile(make_plan(direction="failback", execution="arn:exec:back"), get_settings())
+    monkeypatch.setenv("AWS_REGION", SECONDARY)
+    for record in replicas[PRIMARY].scan()["Items"]:  # the ledger replicates like any record
+        if record["pk"].startswith("LEDGER#"):
+            replicas[SECONDARY].put_item(Item=record)
+    entry = next(c for shard in range(16) for c in ledger.open_in(replicas[SECONDARY], shard))
+    event = {**load_event("conflict_resolver/restore.json"), "id": conflicted, "droppedRevision": "p2"}
+
+    result = resolver_app.lambda_handler(event, lambda_context)
+
+    assert (result["status"], result["choose"]) == ("RESTORED", "restore")
+    stored = replicas[SECONDARY].get_item(Key={"pk": f"ITEM#{conflicted}", "sk": "ITEM"})["Item"]
+    assert (stored["name"], int(stored["version"])) == ("the primary's edit", 3)
+    assert result["etag"] == f'"3.{stored["revision"]}"'
+    closed = ledger.read(replicas[SECONDARY], entry.shard, conflicted, "p2")
+    assert closed is not None and closed.status == "RESTORED"
+    with pytest.raises(VersionConflictError, match="already RESTORED"):
+        resolver_app.lambda_handler(event, lambda_context)
 
 
 def test_report_times_each_step_from_its_milestones() -> None:

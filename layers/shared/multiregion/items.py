@@ -32,6 +32,7 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1d0e-9a57-4c8e-9a1f-3f1b3d2c7a10")
 _ITEM_ID = re.compile(ITEM_ID_PATTERN)
 ITEM_KIND = "ITEM"
+CONTENT_FIELDS = ("name", "description", "tags")  # what a client writes (ItemInput)
 REVISION_CHARS = 12
 _ETAG = re.compile(rf"(?P<version>[0-9]{{1,18}})(?:\.(?P<revision>[0-9a-f]{{{REVISION_CHARS}}}))?")
 
@@ -118,25 +119,10 @@ class ItemRepository:
 
         With an idempotency key the id is derived from the key, so a client that retries
         after a lost answer, in this region or another, gets the same item, never a twin."""
-        now = self._clock()
         item_id = (
             uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
         )
-        record = {
-            **_key(item_id),
-            "gsi1pk": partition_of(item_id),
-            "gsi1sk": sort_key(now, item_id),
-            "id": item_id,
-            "name": data.name,
-            "description": data.description,
-            "tags": data.tags,
-            "version": 1,
-            "revision": _new_revision(),
-            "createdAt": now,
-            "updatedAt": now,
-            "updatedRegion": self._region,
-            "epoch": guard.epoch,
-        }
+        record = self._new_record(item_id, data, 1, guard)
         if idempotency_key:
             record["idempotencyKey"] = idempotency_key
         action = {
@@ -153,6 +139,46 @@ class ItemRepository:
                 return self.get(item_id), False
             raise
         return _from_record(record), True
+
+    def _new_record(self, item_id: str, data: ItemInput, version: int, guard: WriteGuard) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            **_key(item_id),
+            "gsi1pk": partition_of(item_id),
+            "gsi1sk": sort_key(now, item_id),
+            "id": item_id,
+            "name": data.name,
+            "description": data.description,
+            "tags": data.tags,
+            "version": version,
+            "revision": _new_revision(),
+            "createdAt": now,
+            "updatedAt": now,
+            "updatedRegion": self._region,
+            "epoch": guard.epoch,
+        }
+
+    def restore(self, item_id: str, data: ItemInput, version: int, guard: WriteGuard) -> Item:
+        """Write a deleted item back under its id (the conflict resolver), if still absent."""
+        record = self._new_record(item_id, data, version, guard)
+        action = {
+            "Put": {
+                "TableName": self._table.name,
+                "Item": record,
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        try:
+            commit(self._table, action, _entry(record, "put"), guard)
+        except ItemConditionFailed:
+            raise VersionConflictError(f"item {item_id} exists again: it was not restored") from None
+        return _from_record(record)
+
+    def find(self, item_id: str) -> Item | None:
+        try:
+            return self.get(item_id)
+        except NotFoundError:
+            return None
 
     def get(self, item_id: str) -> Item:
         response = self._table.get_item(Key=_key(item_id), ConsistentRead=True)
@@ -188,7 +214,7 @@ class ItemRepository:
             }
         }
         try:
-            commit(self._table, action, _entry({"id": item_id, **changes}, "put"), guard)
+            commit(self._table, action, _entry({"id": item_id, **changes}, "put", expected.revision), guard)
         except ItemConditionFailed:
             self._raise_conflict(item_id, expected)
         return Item.model_validate({**current.model_dump(), **changes, "revision": changes["revision"]})
@@ -217,7 +243,9 @@ class ItemRepository:
             "updatedAt": self._clock(),
         }
         try:
-            commit(self._table, action, _entry(deleted, "delete"), guard)
+            # Without If-Match the delete removes whatever is there: the read's revision.
+            base = expected.revision if expected is not None else current.revision
+            commit(self._table, action, _entry(deleted, "delete", base), guard)
         except ItemConditionFailed:
             self._raise_conflict(item_id, expected)
 
@@ -261,13 +289,15 @@ def _matches_expression(expected: Precondition) -> tuple[str, dict[str, str], di
     return condition, names, values
 
 
-def _entry(record: dict[str, Any], op: Operation) -> JournalEntry:
+def _entry(record: dict[str, Any], op: Operation, base: str | None = None) -> JournalEntry:
     return JournalEntry(
         id=record["id"],
         op=op,
         version=int(record["version"]),
         revision=record.get("revision"),
         updatedAt=record["updatedAt"],
+        baseRevision=base,
+        image={k: record[k] for k in CONTENT_FIELDS} if op == "put" else None,
     )
 
 

@@ -5,6 +5,10 @@ region's control table (never replicated), under the write's permit shard. So af
 fence, the journal lists exactly the writes that region committed, and the catch-up
 proof can check each recent one in the other region's replica, partition by partition.
 
+An entry records the write's version and revision, the revision it replaced and, for a
+put, the content it stored (name, description, tags: an item is at most a few KB), so
+a version that last-writer-wins later dropped can be shown and restored.
+
 Entries sort by the write's `updatedAt` within a shard; they expire through TTL after a
 day (`expiresAtTtl`), long after any failover window. Queries never rely on TTL: they
 ask for a time range.
@@ -31,6 +35,11 @@ class JournalEntry(BaseModel):
     revision: str | None = None
     updatedAt: str
     epoch: int = 0
+    # The revision this write replaced (None: a create, or a delete with no If-Match that
+    # removed whatever was there), and what a put stored: failback's conflict ledger
+    # needs both to tell siblings from a line of writes, and to restore a dropped one.
+    baseRevision: str | None = None
+    image: dict[str, Any] | None = None
 
 
 def journal_pk(shard: int) -> str:

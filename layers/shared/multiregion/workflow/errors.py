@@ -37,6 +37,18 @@ class CatchUpTooSlow(WorkflowError):
     pass
 
 
+class ConflictsFound(WorkflowError):
+    """Failback: the ledger holds open conflicts and the policy is to stop."""
+
+
+class ReplicasDiverge(WorkflowError):
+    """Failback: replication has not finished for items both regions wrote."""
+
+
+class NeedsRecovery(WorkflowError):
+    """The state moved on in a way only the break-glass recovery can settle."""
+
+
 WORKFLOW_ERRORS: tuple[type[WorkflowError], ...] = (
     InvalidInput,
     FailoverInProgress,
@@ -45,4 +57,7 @@ WORKFLOW_ERRORS: tuple[type[WorkflowError], ...] = (
     RegionUnreachable,
     NoMajority,
     CatchUpTooSlow,
+    ConflictsFound,
+    ReplicasDiverge,
+    NeedsRecovery,
 )

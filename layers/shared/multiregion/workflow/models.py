@@ -23,6 +23,9 @@ class WorkflowInput(BaseModel):
     # Break-glass (events/statemachines/recover.json): the epoch GET /state shows now. The
     # run brings permits and lease back in line with the state, from any stuck state.
     recoverEpoch: int | None = Field(default=None, ge=0)
+    # Failback with open conflicts in the ledger: stop (resolve them first), or accept
+    # what last-writer-wins kept for every one (each closed as KEPT, audited).
+    conflictPolicy: Literal["stop", "keep-current"] = "stop"
 
 
 # What the workflow does after planning (the Decide state dispatches on it).

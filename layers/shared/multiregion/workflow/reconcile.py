@@ -1,68 +1,165 @@
-"""Step: reconcile (failback, before anything moves): what each replica holds that the
-other does not. Global-table replication carries the failover's writes to the primary
-and, once the primary is back, its unreplicated writes out (last writer wins); this
-step measures both directions so the report shows what converged and what conflicted.
+"""Step: reconcile (failback, before anything moves): the items both regions wrote during
+the failover, and the versions last-writer-wins dropped (multiregion.ledger).
 
-It scans both replicas: fine for drill-sized tables, not for large ones (the
-operations issue replaces it with a journal-driven ledger)."""
+It reads the two regions' write journals, never the table: from the failover's fence
+(less the journal window, for the writes that had not replicated then) to now. Each
+journal shard is one segment, read in parallel and decided on its own (an item's writes
+are all in the shard its id hashes to, in both regions), so the work and memory grow
+with the writes of the window, not with the table. For the items written in both
+regions, both replicas' current versions are read; replicas that still disagree mean
+replication has not finished, and the step says so rather than guess.
+
+New conflicts go to the ledger. Open ones stop the failback (`ConflictsFound`) unless
+the input names a policy: `keep-current` accepts what last-writer-wins kept (each open
+conflict is closed as KEPT, audited). Each can instead be resolved one by one with the
+conflict resolver (events/conflicts/), then the failback run again.
+"""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, Field
 
-from multiregion import aws
+from multiregion import appstate, aws, journal, ledger
 from multiregion.aws import describe_error
 from multiregion.clock import utc_now_iso
+from multiregion.fencing import default_state
+from multiregion.journal import JournalEntry
 from multiregion.settings import Settings
-from multiregion.workflow.errors import RegionUnreachable
+from multiregion.workflow.errors import ConflictsFound, RegionUnreachable, ReplicasDiverge
 from multiregion.workflow.models import Plan
 
-MAX_LISTED_ITEMS = 100
+MAX_LISTED = 20
+BATCH = 100  # BatchGetItem's maximum keys
+_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reconcile")
 
 
-def _items(table: Any) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    kwargs: dict[str, Any] = {
-        "FilterExpression": "begins_with(pk, :item)",
-        "ExpressionAttributeValues": {":item": "ITEM#"},
-        "ProjectionExpression": "id, version, updatedAt, updatedRegion, epoch",
-        "ConsistentRead": True,
-    }
-    while True:
-        page = table.scan(**kwargs)
-        for record in page.get("Items", []):
-            found[record["id"]] = record
-        if "LastEvaluatedKey" not in page:
-            return found
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+class Segment(BaseModel):
+    shard: int
+    entries: dict[str, int]  # region -> journal entries read
+    bothSides: int  # items written in both regions
+    diverged: list[str] = Field(default_factory=list)
+    conflicts: list[ledger.Conflict] = Field(default_factory=list)
 
 
-def diff_replicas(theirs: dict[str, dict[str, Any]], ours: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Items `theirs` has that `ours` lacks or holds an older write of."""
-    missing = sorted(i for i in theirs if i not in ours)
-    newer = sorted(i for i in theirs if i in ours and theirs[i]["updatedAt"] > ours[i]["updatedAt"])
-    return {
-        "count": len(missing) + len(newer),
-        "missingHere": missing[:MAX_LISTED_ITEMS],
-        "newerThere": newer[:MAX_LISTED_ITEMS],
-        "truncated": len(missing) + len(newer) > MAX_LISTED_ITEMS,
-    }
+class Reconciliation(BaseModel):
+    since: str
+    segments: int
+    entries: dict[str, int]
+    writtenOnBothSides: int
+    found: int
+    new: int
+    open: int
+    policy: str
+    closedByPolicy: int = 0
+    listed: list[dict[str, Any]] = Field(default_factory=list)
+    truncated: bool = False
+    at: str
 
 
-def reconcile(plan: Plan, settings: Settings) -> dict[str, Any]:
-    here, there = settings.region, plan.fenceRegion
-    ours = _items(aws.table(settings.table_name, here))
+def window_start(settings: Settings, last_failover_at: str | None, now: datetime) -> str:
+    """The failover's promotion, less the journal window and the catch-up deadline: the
+    old primary's writes that could still have been in flight then are in range."""
+    promoted = datetime.fromisoformat(last_failover_at.replace("Z", "+00:00")) if last_failover_at else now
+    start = promoted - timedelta(seconds=settings.journal_window_seconds + settings.catch_up_deadline_seconds)
+    return start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _current(settings: Settings, region: str, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each id's record in one region's replica (None: absent), consistent batch reads."""
+    client = aws.table_from(settings.table_name, region, settings.region).meta.client
+    name = settings.table_name
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+    for start in range(0, len(ids), BATCH):
+        keys = [{"pk": f"ITEM#{i}", "sk": "ITEM"} for i in ids[start : start + BATCH]]
+        request: dict[str, Any] = {
+            name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, version"}
+        }
+        while request:
+            page = client.batch_get_item(RequestItems=request)
+            for record in page.get("Responses", {}).get(name, []):
+                found[record["id"]] = record
+            request = page.get("UnprocessedKeys") or {}
+    return found
+
+
+def segment(plan: Plan, settings: Settings, shard: int, since: str, at: str) -> Segment:
+    """One shard: both journals since `since`, the current versions, the conflicts."""
+    regions = (settings.region, plan.fenceRegion)
+    journals: dict[str, list[JournalEntry]] = {}
+    for region in regions:
+        table = aws.table_from(settings.control_table_name, region, settings.region)
+        journals[region] = list(journal.since(table, shard, since))
+    by_region = [{e.id for e in journals[r]} for r in regions]
+    both = sorted(set.intersection(*by_region))
+    result = Segment(shard=shard, entries={r: len(journals[r]) for r in regions}, bothSides=len(both))
+    if not both:
+        return result
+    replicas = [_current(settings, r, both) for r in regions]
+    agreed: dict[str, dict[str, Any] | None] = {}
+    for item_id in both:
+        held = [replica[item_id] for replica in replicas]
+        revisions = {(h or {}).get("revision") for h in held}
+        if len(revisions) > 1:
+            result.diverged.append(item_id)
+        else:
+            agreed[item_id] = held[0]
+    result.conflicts = ledger.find(shard, journals, agreed, at, plan.executionId)
+    return result
+
+
+def reconcile(plan: Plan, settings: Settings) -> Reconciliation:
+    now = datetime.now(UTC)
+    at = utc_now_iso()
+    state = appstate.load(aws.table(settings.table_name, settings.region), default_state(settings))
+    since = window_start(settings, state.lastFailoverAt, now)
     try:
-        theirs = _items(aws.table(settings.table_name, there, aws.CROSS_REGION_CONFIG))
+        segments = list(
+            _executor.map(lambda s: segment(plan, settings, s, since, at), range(settings.write_shards))
+        )
     except (ClientError, BotoCoreError) as error:
         raise RegionUnreachable(
-            f"failback needs {there} readable to reconcile: {describe_error(error)}"
+            f"failback needs both journals and replicas readable to reconcile: {describe_error(error)}"
         ) from None
-    return {
-        f"onlyIn_{there}": diff_replicas(theirs, ours),
-        f"onlyIn_{here}": diff_replicas(ours, theirs),
-        "items": {here: len(ours), there: len(theirs)},
-        "at": utc_now_iso(),
-    }
+    diverged = [i for s in segments for i in s.diverged]
+    if diverged:
+        raise ReplicasDiverge(
+            f"{len(diverged)} item(s) written on both sides still differ between the replicas "
+            f"(replication has not finished), e.g. {', '.join(diverged[:5])}: run the failback again later"
+        )
+    table = aws.table(settings.table_name, settings.region)
+    found = [c for s in segments for c in s.conflicts]
+    new = ledger.record(table, found)
+    still_open = [c for shard in range(settings.write_shards) for c in ledger.open_in(table, shard)]
+    policy = plan.request.conflictPolicy
+    closed = 0
+    if still_open and policy == "keep-current":
+        for conflict in still_open:
+            reason = f"failback {plan.executionId} policy keep-current: {plan.request.reason}"
+            ledger.close(table, conflict, "KEPT", plan.request.requestedBy, at, reason)
+            closed += 1
+    result = Reconciliation(
+        since=since,
+        segments=len(segments),
+        entries={r: sum(s.entries[r] for s in segments) for r in (settings.region, plan.fenceRegion)},
+        writtenOnBothSides=sum(s.bothSides for s in segments),
+        found=len(found),
+        new=new,
+        open=len(still_open) - closed,
+        policy=policy,
+        closedByPolicy=closed,
+        listed=[c.brief() for c in still_open[:MAX_LISTED]],
+        truncated=len(still_open) > MAX_LISTED,
+        at=at,
+    )
+    if result.open:
+        listed = "; ".join(f"{c['id']}: dropped {c['dropped']}, kept {c['kept']}" for c in result.listed[:5])
+        raise ConflictsFound(
+            f"{result.open} open conflict(s) in the ledger ({listed}): resolve each with the conflict "
+            "resolver (events/conflicts/), or run the failback with conflictPolicy keep-current"
+        )
+    return result

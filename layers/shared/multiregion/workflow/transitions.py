@@ -21,7 +21,7 @@ from multiregion.errors import StaleEpochError
 from multiregion.fencing import default_state
 from multiregion.permits import PermitRefused, WritePermit
 from multiregion.settings import Settings
-from multiregion.workflow.errors import NoMajority, RegionUnreachable
+from multiregion.workflow.errors import NeedsRecovery, NoMajority, RegionUnreachable
 from multiregion.workflow.models import Fence, Plan, Transition
 
 
@@ -223,6 +223,14 @@ def promote(plan: Plan, settings: Settings) -> Transition:
 
 def unfence(plan: Plan, settings: Settings) -> Transition:
     """Abort: give writes back to the region that had them before the fence."""
+    here = appstate.load(_state_table(settings, settings.region), default_state(settings))
+    if here.executionId == plan.executionId and here.lastOperation in ("promote", "activate"):
+        # The promotion's state change landed and something after it failed (its permits
+        # or lease): there is no fence left to lift. Re-asserting the state rewrites them.
+        raise NeedsRecovery(
+            f"this execution's {here.lastOperation} landed (epoch {here.epoch}) but did not finish: "
+            f"run recover.json with recoverEpoch {here.epoch} to rewrite the permits and the lease"
+        )
     new, propagation, reached = _change_state(plan, settings, "unfence")
     results, ballot = _grant_writer(plan, settings, new, new.writers)
     return _result(Transition, "unfence", new, propagation, reached, permits=results, lease=ballot)
