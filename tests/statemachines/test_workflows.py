@@ -454,6 +454,91 @@ def test_a_throttled_steps_function_leaves_a_fence_that_recovery_lifts(target: T
     assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
 
 
+# --- failback that reconciles: the conflict ledger -----------------------------------------
+
+
+def resolve_conflict(target: Target, region: str, item_id: str, dropped: str, choose: str) -> dict[str, Any]:
+    event = {
+        **load_event(f"conflict_resolver/{choose}.json"),
+        "id": item_id,
+        "droppedRevision": dropped,
+    }
+    answer = target.client("lambda", region).invoke(
+        FunctionName=target.outputs[region]["ConflictResolverFunctionName"], Payload=json.dumps(event)
+    )
+    payload = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, payload
+    return payload
+
+
+@pytest.mark.timeout(300)
+def test_failback_stops_on_dropped_versions_and_each_resolution_reaches_both_regions(target: Target) -> None:
+    """Two items edited on both sides of a forced failover: the primary's edits were
+    acknowledged but not replicated when it was fenced, and the new writer edited the
+    version it had. Last writer wins keeps the new writer's everywhere and drops the
+    primary's, silently. Failback finds exactly those two, stops, and after one is
+    restored and one kept, both regions hold the chosen versions and failback completes."""
+    p, s = target.primary, target.secondary
+    urls = target.region_urls
+    created = [requests.post(f"{urls[p]}/items", json={"name": f"v1-{i}"}, timeout=10) for i in range(3)]
+    items = [(c.json()["item"]["id"], c.headers["ETag"]) for c in created]
+    settle(target)
+    target.fault("replication-pause")
+    for item_id, etag in items[:2]:  # the primary's last edits, acknowledged, not replicated
+        edited = requests.put(
+            f"{urls[p]}/items/{item_id}",
+            json={"name": "the primary's edit"},
+            headers={"If-Match": etag},
+            timeout=10,
+        )
+        assert edited.status_code == 200, edited.text
+    target.fault("api-down", p)
+    forced = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
+    assert forced["status"] == "SUCCEEDED", forced.get("cause")
+    for item_id, etag in items:  # the new writer edits the versions it has
+        edited = requests.put(
+            f"{urls[s]}/items/{item_id}",
+            json={"name": "the new writer's edit"},
+            headers={"If-Match": etag},
+            timeout=10,
+        )
+        assert edited.status_code == 200, edited.text
+    target.fault("heal", p)
+    target.fault("replication-resume")
+    settle(target)
+
+    stopped = run(target, p, "Failback", load_event("statemachines/failback.json"))
+
+    assert (stopped["status"], stopped["error"]) == ("FAILED", "ConflictsFound")
+    assert "2 open conflict(s)" in stopped["cause"]
+    assert "Fence" not in stopped["states"]  # nothing moved: the secondary still writes
+    ledger_entries = {
+        r["id"]: r
+        for r in target.table(p).scan()["Items"]
+        if r["pk"].startswith("LEDGER#") and r["status"] == "OPEN"
+    }
+    assert set(ledger_entries) == {items[0][0], items[1][0]}  # exactly the conflicting items
+    settle(target)  # the ledger replicates to the writer region
+    (restored_id, _), (kept_id, _) = items[:2]
+    restored = resolve_conflict(
+        target, s, restored_id, ledger_entries[restored_id]["dropped"]["revision"], "restore"
+    )
+    kept = resolve_conflict(target, s, kept_id, ledger_entries[kept_id]["dropped"]["revision"], "keep")
+    assert (restored["status"], kept["status"]) == ("RESTORED", "KEPT")
+    settle(target)
+    for region in (p, s):
+        names = {
+            i: target.table(region).get_item(Key={"pk": f"ITEM#{i}", "sk": "ITEM"})["Item"]["name"]
+            for i in (restored_id, kept_id)
+        }
+        assert names == {restored_id: "the primary's edit", kept_id: "the new writer's edit"}, region
+
+    back = run(target, p, "Failback", load_event("statemachines/failback.json"))
+
+    assert back["status"] == "SUCCEEDED", back.get("cause")
+    assert back["report"]["reconciliation"]["open"] == 0
+
+
 @pytest.mark.timeout(60)
 def test_losing_the_standby_region_alone_leaves_the_primary_writing(target: Target) -> None:
     """The secondary is down for three leases: the primary renews through itself and the

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from functions.conflict_resolver import app as resolver_app
 from functions.failover_steps import app as steps_app
 from multiregion import appstate, control, lease, ledger, permits
+from multiregion.clock import utc_now_iso
 from multiregion.errors import StaleEpochError, StateBusyError, VersionConflictError
 from multiregion.journal import JournalEntry, put_action
 from multiregion.settings import get_settings
@@ -694,6 +695,24 @@ def test_failback_stops_on_a_version_last_writer_wins_dropped_and_the_ledger_lis
     assert (result.found, result.new, result.open, result.closedByPolicy) == (1, 0, 0, 1)
     closed = ledger.read(table, entry.shard, conflicted, "p2")
     assert closed is not None and (closed.status, closed.resolvedBy) == ("KEPT", "tests")
+
+
+def test_active_active_failback_accepts_last_writer_wins_by_default_and_lists_what_it_dropped(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_MODE", "active-active")
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+    start = appstate.initial_state(PRIMARY, SECONDARY, "active-active")
+    failed = appstate.promote(appstate.fence(start, PRIMARY), SECONDARY)
+    for table in replicas.values():
+        table.put_item(Item=appstate.to_record(failed.model_copy(update={"lastFailoverAt": utc_now_iso()})))
+    write_both_sides("c" * 32)
+
+    result = reconcile.reconcile(make_plan(direction="failback", execution="arn:exec:aa"), get_settings())
+
+    assert (result.policy, result.found, result.open, result.closedByPolicy) == ("keep-current", 1, 0, 1)
+    closed = ledger.read(replicas[PRIMARY], permits.shard_of("c" * 32, 16), "c" * 32, "p2")
+    assert closed is not None and closed.status == "KEPT"
 
 
 def test_the_resolver_restores_a_dropped_version_in_the_writer_region(

@@ -24,8 +24,10 @@ class WorkflowInput(BaseModel):
     # run brings permits and lease back in line with the state, from any stuck state.
     recoverEpoch: int | None = Field(default=None, ge=0)
     # Failback with open conflicts in the ledger: stop (resolve them first), or accept
-    # what last-writer-wins kept for every one (each closed as KEPT, audited).
-    conflictPolicy: Literal["stop", "keep-current"] = "stop"
+    # what last-writer-wins kept for every one (each closed as KEPT, audited). Unset:
+    # stop in active-passive (one writer: a dropped version is a lost acknowledged
+    # write); keep-current in active-active, where last writer wins is the contract.
+    conflictPolicy: Literal["stop", "keep-current"] | None = None
 
 
 # What the workflow does after planning (the Decide state dispatches on it).

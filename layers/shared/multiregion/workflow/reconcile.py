@@ -10,8 +10,10 @@ regions, both replicas' current versions are read; replicas that still disagree 
 replication has not finished, and the step says so rather than guess.
 
 New conflicts go to the ledger. Open ones stop the failback (`ConflictsFound`) unless
-the input names a policy: `keep-current` accepts what last-writer-wins kept (each open
-conflict is closed as KEPT, audited). Each can instead be resolved one by one with the
+the policy is `keep-current`, which accepts what last-writer-wins kept (each open
+conflict is closed as KEPT, audited). The input names the policy; unset, it is `stop`
+in active-passive mode and `keep-current` in active-active mode, whose contract is
+last writer wins (the ledger still lists what it dropped). Each can instead be resolved one by one with the
 conflict resolver (events/conflicts/), then the failback run again.
 """
 
@@ -135,7 +137,7 @@ def reconcile(plan: Plan, settings: Settings) -> Reconciliation:
     found = [c for s in segments for c in s.conflicts]
     new = ledger.record(table, found)
     still_open = [c for shard in range(settings.write_shards) for c in ledger.open_in(table, shard)]
-    policy = plan.request.conflictPolicy
+    policy = plan.request.conflictPolicy or ("stop" if settings.active_passive else "keep-current")
     closed = 0
     if still_open and policy == "keep-current":
         for conflict in still_open:
