@@ -404,6 +404,8 @@ def no_stuck_state(history: History) -> list[Violation]:
 def _workflow_problem(workflow: WorkflowRecord) -> str | None:
     if workflow.status == "NOT_STARTED":
         return None
+    if workflow.status == "ABORTED" and workflow.label == "stopped":
+        return None  # the operator stopped it on purpose (its fence is I4's business)
     if workflow.status not in ("SUCCEEDED", "FAILED"):
         return f"ended {workflow.status}"
     if workflow.status == "FAILED" and (workflow.error or "") in GENERIC_ERRORS:

@@ -1,6 +1,9 @@
 """The operator: failover, forced failover, dry runs, a second failover while one runs,
 and failback, started as the runbook says (Step Functions `start_execution` in the
 region that takes over, input from events/statemachines/), each followed to its end.
+It also stops a failover once its fence landed (`stopped-failover`), and afterwards does
+what the runbook says for a stuck state (`recover`): read `GET /state` and, if it is
+FENCED, start the break-glass input with that epoch.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ STARTS: dict[str, list[tuple[str, str, str]]] = {
     "dry-run": [("failover", "failover-dry-run.json", "dry-run")],
     "double-failover": [("failover", "failover.json", "first"), ("failover", "failover.json", "second")],
     "failback": [("failback", "failback.json", "planned")],
+    "stopped-failover": [("failover", "failover.json", "stopped")],
+    "recover": [("failover", "recover.json", "recover")],
 }
+STOP_AFTER_FENCE_WITHIN = 6.0  # seconds: stop the execution once its fence is seen, or then
 
 
 def load_input(name: str, seed: int) -> dict[str, Any]:
@@ -50,8 +56,10 @@ class Operator:
         primary: str,
         secondary: str,
         deadline: float,
+        read_state: Callable[[str], dict[str, Any]] | None = None,  # region -> GET /state
     ) -> None:
         self.seed = seed
+        self.read_state = read_state
         self.client = client
         self.outputs = outputs
         self.regions = {"failover": secondary, "failback": primary}
@@ -68,17 +76,50 @@ class Operator:
             for index, (workflow, event, label) in enumerate(STARTS[step.kind]):
                 if index:
                     time.sleep(SECOND_FAILOVER_AFTER)
-                record = self.start(workflow, event, label)
-                thread = threading.Thread(target=self.follow, args=(record,), daemon=True)
+                extra: dict[str, Any] = {}
+                if step.kind == "recover":
+                    epoch = self._stuck_epoch()
+                    if epoch is None:
+                        continue  # not stuck: nothing to recover
+                    extra = {"recoverEpoch": epoch}
+                record = self.start(workflow, event, label, extra)
+                follow = self.stop_after_fence if step.kind == "stopped-failover" else self.follow
+                thread = threading.Thread(target=follow, args=(record,), daemon=True)
                 thread.start()
                 waiters.append(thread)
             for thread in waiters:
                 thread.join()
             last_end = max((w.end or time.time()) for w in self.workflows) if self.workflows else time.time()
 
-    def start(self, workflow: str, event: str, label: str) -> WorkflowRecord:
+    def _stuck_epoch(self) -> int | None:
+        """The runbook's check: the epoch of a FENCED state in the region that took over."""
+        if self.read_state is None:
+            return None
+        with contextlib.suppress(Exception):
+            state = self.read_state(self.regions["failover"])
+            if state.get("state") == "FENCED":
+                return int(state["epoch"])
+        return None
+
+    def stop_after_fence(self, record: WorkflowRecord) -> None:
+        """Stop the execution once the state shows its fence (or after a few seconds), as an
+        operator aborting a run would; a stopped execution runs no Catch: nothing un-fences."""
+        if record.arn is None:
+            return
+        deadline = time.time() + STOP_AFTER_FENCE_WITHIN
+        while time.time() < deadline and self._stuck_epoch() is None:
+            time.sleep(0.2)
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self.client(record.region).stop_execution(
+                executionArn=record.arn, error="OperatorStopped", cause="chaos: stopped after its fence"
+            )
+        self.follow(record)
+
+    def start(
+        self, workflow: str, event: str, label: str, extra: dict[str, Any] | None = None
+    ) -> WorkflowRecord:
         region = self.regions[workflow]
-        payload = load_input(event, self.seed)
+        payload = {**load_input(event, self.seed), **(extra or {})}
         arn = self.outputs[region][f"{workflow.capitalize()}StateMachineArn"]
         record = WorkflowRecord(
             name=workflow,

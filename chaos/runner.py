@@ -207,6 +207,7 @@ def run_seed(
         target.primary,
         target.secondary,
         profile.workflow_deadline,
+        lambda region: requests.get(f"{target.region_urls[region]}/state", timeout=5).json(),
     )
     t0 = time.time()
     crew = start_clients(

@@ -28,7 +28,15 @@ FaultKind = Literal[
     "function-timeout",
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
-OperatorKind = Literal["failover", "forced-failover", "dry-run", "double-failover", "failback"]
+OperatorKind = Literal[
+    "failover",
+    "forced-failover",
+    "dry-run",
+    "double-failover",
+    "failback",
+    "stopped-failover",  # stopped (StopExecution) once its fence landed: a stuck state
+    "recover",  # the runbook's break-glass input, if the state is left FENCED
+]
 FIRST_ACTIONS: tuple[OperatorKind | None, ...] = (
     "failover",
     "forced-failover",
@@ -43,6 +51,8 @@ Command = tuple[str, list[str]]
 LATEST_START = 12.0  # seconds: faults start before this
 PARTITION_LONGEST = 20.0
 SPLIT_BRAIN_SHARE = 0.15  # of seeds: a partition held through a forced failover
+STUCK_SHARE = 0.15  # of the other seeds: a failover left stuck (stopped, or its steps throttled)
+THROTTLED_STEPS_SECONDS = (12.0, 20.0)  # Lambda refuses the steps for this long
 
 
 class FaultStep(BaseModel):
@@ -177,7 +187,32 @@ def plan(seed: int, primary: str, secondary: str, profile: Profile | None = None
             )
     if rng.random() < SPLIT_BRAIN_SHARE:  # drawn last: the other seeds keep their plans
         faults, operator = _split_brain(rng, primary, secondary, window)
+    elif rng.random() < STUCK_SHARE:  # after that: the seeds before it keep their plans too
+        faults, operator = _stuck(rng, faults, secondary, window)
     return SeedPlan(seed=seed, mode=mode, faults=faults, operator=operator, fault_window=window)
+
+
+def _stuck(
+    rng: random.Random, faults: list[FaultStep], secondary: str, window: float
+) -> tuple[list[FaultStep], list[OperatorStep]]:
+    """A failover stopped once its fence landed (StopExecution runs no Catch: the state stays
+    FENCED), or one whose steps Lambda throttles in the region running it (each Task
+    retries them for about 30 s: the run waits the throttle out, or ends un-fenced, or,
+    if both its catch-up and its un-fence run out of retries, FENCED); then the runbook:
+    the break-glass recovery if the state is FENCED. The seed's other faults stay, unless
+    they act on that region."""
+    at = round(rng.uniform(1.0, 4.0), 2)
+    if rng.random() < 0.5:
+        operator = [OperatorStep(kind="stopped-failover", at=at)]
+    else:
+        operator = [OperatorStep(kind="failover", at=at)]
+        until = round(min(at + 0.5 + rng.uniform(*THROTTLED_STEPS_SECONDS), window), 2)
+        throttle = FaultStep(
+            kind="throttle", at=round(at + 0.5, 2), until=until, regions=[secondary], service="lambda"
+        )
+        faults = sorted([*(f for f in faults if _resource(f) != secondary), throttle], key=lambda f: f.at)
+    operator.append(OperatorStep(kind="recover", at=round(rng.uniform(0.5, 2.0), 2), after_previous=True))
+    return faults, operator
 
 
 def _split_brain(

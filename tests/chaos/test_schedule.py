@@ -49,7 +49,15 @@ def test_two_hundred_seeds_cover_every_fault_mode_and_operator_action() -> None:
     actions = Counter(o.kind for p in plans for o in p.operator)
 
     assert set(faults) == set(FAULT_KINDS)
-    assert set(actions) == {"failover", "forced-failover", "dry-run", "double-failover", "failback"}
+    assert set(actions) == {
+        "failover",
+        "forced-failover",
+        "dry-run",
+        "double-failover",
+        "failback",
+        "stopped-failover",
+        "recover",
+    }
     assert {p.mode for p in plans} == {"active-passive", "active-active"}
     assert any(
         o.kind == "forced-failover"
@@ -92,3 +100,19 @@ def test_some_seeds_hold_a_partition_through_a_forced_failover_in_active_passive
     ]
 
     assert len(split_brain) >= 10
+
+
+def test_some_seeds_leave_a_failover_stuck_and_recover_it_in_both_modes() -> None:
+    """Stopped executions and throttled steps: each followed by the runbook's recovery."""
+    plans = [plan(seed, P, S) for seed in SEEDS]
+    stopped = [p for p in plans if p.operator and p.operator[0].kind == "stopped-failover"]
+    throttled = [
+        p
+        for p in plans
+        if p.operator
+        and p.operator[-1].kind == "recover"
+        and any(f.kind == "throttle" and f.service == "lambda" and f.regions == [S] for f in p.faults)
+    ]
+    assert len(stopped) >= 5 and len(throttled) >= 5
+    assert {p.mode for p in stopped} == {p.mode for p in throttled} == {"active-passive", "active-active"}
+    assert all(p.operator[-1].kind == "recover" and p.operator[-1].after_previous for p in stopped)
