@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--seeds", type=int, default=20, help="run seeds FIRST..FIRST+N-1 (default 20)")
     which.add_argument("--seed", type=int, help="run this one seed")
+    which.add_argument("--only", help="run these seeds (comma-separated), e.g. the failing ones again")
     parser.add_argument("--first", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="run each seed this many times (replays)")
     parser.add_argument("--clients", type=int, default=8)
@@ -42,7 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or not 0 <= args.direct <= args.clients or args.repeat < 1:
         parser.error("need --clients >= 1, 0 <= --direct <= --clients, --repeat >= 1")
-    seeds = [args.seed] if args.seed is not None else list(range(args.first, args.first + args.seeds))
+    if args.only:
+        try:
+            seeds = sorted({int(s) for s in args.only.split(",") if s.strip()})
+        except ValueError:
+            parser.error("--only takes seed numbers separated by commas")
+    elif args.seed is not None:
+        seeds = [args.seed]
+    else:
+        seeds = list(range(args.first, args.first + args.seeds))
     seeds = [s for s in seeds for _ in range(args.repeat)]
     command = " ".join(["python -m chaos", *(argv if argv is not None else sys.argv[1:])])
     began = time.monotonic()

@@ -39,7 +39,7 @@ def _landed(current: AppState, plan: Plan, operation: str) -> bool:
 
 
 def _change_state(
-    plan: Plan, settings: Settings, operation: str, *args: str
+    plan: Plan, settings: Settings, operation: str, *args: str, expected_epoch: int | None = None
 ) -> tuple[AppState, str, str | None]:
     """Apply one transition here (epoch-conditioned) and copy it to the other replica.
 
@@ -52,6 +52,8 @@ def _change_state(
     if _landed(current, plan, operation):
         new = current
     else:
+        if expected_epoch is not None and current.epoch != expected_epoch:
+            raise StaleEpochError(f"the state moved past epoch {expected_epoch} after planning")
         if operation not in ("fence", "reassert") and current.executionId != plan.executionId:
             # Only the execution that holds the fence may move the state on from it.
             raise StaleEpochError(
@@ -254,7 +256,8 @@ def recover(plan: Plan, settings: Settings) -> Transition:
         if operation == "unfence":
             # Take the fence over from the execution that left it: one more epoch, same state.
             _take_over(plan, settings, here)
-    new, propagation, reached = _change_state(plan, settings, operation)
+    expected = plan.startEpoch if operation == "reassert" else None  # un-fence: after our take-over
+    new, propagation, reached = _change_state(plan, settings, operation, expected_epoch=expected)
     results, ballot = _grant_writer(plan, settings, new, new.writers)
     for region in (settings.primary_region, settings.secondary_region):
         if region not in new.writers:
