@@ -145,10 +145,10 @@ def run(items: int, window: int, unreplicated: int, conflicts: int) -> dict[str,
             boto3.client("dynamodb", region_name=region).create_table(
                 **cfn.create_control_table_kwargs(TABLE)
             )
-        now = datetime.now(UTC)
         began = time.perf_counter()
-        ids = _load(items, _iso(now - timedelta(hours=2)))
+        ids = _load(items, _iso(datetime.now(UTC) - timedelta(hours=2)))
         loaded = time.perf_counter() - began
+        now = datetime.now(UTC)  # after the load: the window's writes are the last minute's
 
         from multiregion import lease, permits
         from multiregion.settings import get_settings
