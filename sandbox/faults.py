@@ -72,6 +72,11 @@ _THROTTLE_ANSWERS: dict[str, tuple[int, str, str]] = {
     "ssm": (400, "ThrottlingException", "Rate exceeded"),
     "lambda": (429, "TooManyRequestsException", "Rate Exceeded."),
 }
+# How a service of a down region answers: Lambda's API has no 503 error; its failure is
+# `ServiceException` (500), which Step Functions surfaces as `Lambda.ServiceException`.
+# Other services answer 503 ServiceUnavailableException.
+_DOWN_ANSWERS: dict[str, tuple[int, str]] = {"lambda": (500, "ServiceException")}
+_DOWN_ANSWER = (503, "ServiceUnavailableException")
 _DYNAMODB_ITEM_OPERATIONS = {
     "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem",
 }  # fmt: skip
@@ -368,7 +373,8 @@ class OutageMiddleware:
 
     A signed request is judged by its credential scope (the region and service it is
     for) and, for partitions, by the region of the function that signed it:
-    - a down region answers ``503 ServiceUnavailableException``;
+    - a down region answers ``503 ServiceUnavailableException`` (Lambda: ``500
+      ServiceException``, the only server error its API has);
     - a call from a function in region A to a service in region B, partitioned from A,
       is answered with ``UNREACHABLE_HEADER`` (the function's botocore turns it into a
       connect timeout) and never reaches moto;
@@ -391,9 +397,8 @@ class OutageMiddleware:
         region, service = scope
         if self.faults.is_down(region):
             _discard_body(environ)
-            return _error(
-                start_response, 503, "ServiceUnavailableException", f"sandbox: region {region} is down"
-            )
+            status, code = _DOWN_ANSWERS.get(service, _DOWN_ANSWER)
+            return _error(start_response, status, code, f"sandbox: region {region} is down")
         caller = caller_region(environ)
         if caller is not None and caller != region and self.faults.is_partitioned(caller, region):
             _discard_body(environ)
@@ -451,7 +456,12 @@ def _error(
 ) -> list[bytes]:
     """An AWS JSON-protocol error (``__type`` for JSON 1.0/1.1, ``x-amzn-ErrorType`` for REST-JSON)."""
     body = json.dumps({"__type": code, "message": message, **(extra or {})}).encode()
-    reason = {429: "Too Many Requests", 503: "Service Unavailable", 504: "Gateway Timeout"}.get(
+    reason = {
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }.get(
         status, "Bad Request"
     )
     start_response(

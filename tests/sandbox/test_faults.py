@@ -136,6 +136,11 @@ def test_middleware_answers_503_for_a_down_region_only(faults: FaultState) -> No
     assert call(app, "/moto-api/reset", HTTP_AUTHORIZATION=SIGNED.format(region=PRIMARY))[2] == b"backend"
     presigned = f"X-Amz-Credential=testing%2F20261123%2F{PRIMARY}%2Fs3%2Faws4_request&X-Amz-Date=x"
     assert call(app, "/photos/a.jpg", QUERY_STRING=presigned)[0].startswith("503")
+    # Lambda's API has no 503: its service error is a 500 ServiceException, which Step
+    # Functions names Lambda.ServiceException (a name the workflows' Retry lists).
+    lambda_call = SIGNED.format(region=PRIMARY).replace("/dynamodb/", "/lambda/")
+    status, headers, body = call(app, HTTP_AUTHORIZATION=lambda_call)
+    assert status.startswith("500") and headers["x-amzn-ErrorType"] == "ServiceException"
     faults.heal(PRIMARY)
     assert call(app, HTTP_AUTHORIZATION=SIGNED.format(region=PRIMARY))[2] == b"backend"
 
