@@ -172,9 +172,10 @@ def run_faults(seed_plan: SeedPlan, admin: Admin, t0: float, records: list[Fault
         time.sleep(max(0.0, t0 + at - time.time()))
         step = seed_plan.faults[index]
         command, args = step.inject() if inject else step.heal()
+        sent = time.time()  # a fault may act as soon as the sandbox reads the command
         admin.fault(command, args)
         if inject:
-            by_index[index] = FaultRecord(kind=step.kind, args=args, start=time.time(), regions=step.regions)
+            by_index[index] = FaultRecord(kind=step.kind, args=args, start=sent, regions=step.regions)
             records.append(by_index[index])
         else:
             by_index[index].end = time.time()
