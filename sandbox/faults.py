@@ -461,9 +461,7 @@ def _error(
         500: "Internal Server Error",
         503: "Service Unavailable",
         504: "Gateway Timeout",
-    }.get(
-        status, "Bad Request"
-    )
+    }.get(status, "Bad Request")
     start_response(
         f"{status} {reason}",
         [
