@@ -457,6 +457,18 @@ def test_a_throttled_steps_function_leaves_a_fence_that_recovery_lifts(target: T
 # --- failback that reconciles: the conflict ledger -----------------------------------------
 
 
+def write_until_taken(url: str, body: dict[str, Any]) -> requests.Response:
+    """POST as a client does: a 503 (the writer's permit moving, a lease renewal in flight)
+    is retried after its Retry-After, a few times."""
+    for _ in range(5):
+        response = requests.post(url, json=body, timeout=10)
+        if response.status_code != 503:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+    assert response.status_code == 201, response.text
+    return response
+
+
 def resolve_conflict(target: Target, region: str, item_id: str, dropped: str, choose: str) -> dict[str, Any]:
     event = {
         **load_event(f"conflict_resolver/{choose}.json"),
@@ -480,7 +492,7 @@ def test_failback_stops_on_dropped_versions_and_each_resolution_reaches_both_reg
     restored and one kept, both regions hold the chosen versions and failback completes."""
     p, s = target.primary, target.secondary
     urls = target.region_urls
-    created = [requests.post(f"{urls[p]}/items", json={"name": f"v1-{i}"}, timeout=10) for i in range(3)]
+    created = [write_until_taken(f"{urls[p]}/items", {"name": f"v1-{i}"}) for i in range(3)]
     items = [(c.json()["item"]["id"], c.headers["ETag"]) for c in created]
     settle(target)
     target.fault("replication-pause")
