@@ -418,6 +418,32 @@ def test_a_stopped_execution_leaves_a_fence_that_recovery_lifts(target: Target) 
     assert_recovers_to_the_primary(target, state_in(target, s) | {"epoch": stuck["epoch"]})
 
 
+@pytest.mark.timeout(180)
+def test_an_execution_timeout_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
+    """The execution times out (Step Functions' own TimeoutSeconds; no Catch runs) while
+    the catch-up waits. The deployed definition's timeout outlasts every run the
+    parameters allow (test_definitions.py), so the same definition is deployed here with
+    a 6 s timeout, as a separate state machine with the same role."""
+    s = target.secondary
+    sfn = target.client("stepfunctions", s)
+    deployed = sfn.describe_state_machine(stateMachineArn=target.outputs[s]["FailoverStateMachineArn"])
+    definition = json.loads(deployed["definition"])
+    short = sfn.create_state_machine(
+        name=f"failover-timeout-{int(time.time())}",
+        definition=json.dumps({**definition, "TimeoutSeconds": 6}),
+        roleArn=deployed["roleArn"],
+    )["stateMachineArn"]
+    target.fault("replication-pause")
+    execution = sfn.start_execution(stateMachineArn=short, input=json.dumps(failover_input()))["executionArn"]
+
+    timed_out = finish(target, s, execution)
+
+    assert timed_out["status"] == "TIMED_OUT"
+    assert "Unfence" not in timed_out["states"]
+    target.fault("replication-resume")
+    assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
+
+
 @pytest.mark.timeout(240)
 def test_a_failed_unfence_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
     """DynamoDB throttles every call in the region running the workflow after the fence:
