@@ -963,13 +963,8 @@ class GlobalTableReplicator(_PollingWorker):
         """Queue again, due at once, deliveries whose key has a local write the replicator
         has not read: the next round reads the target's stream first, then decides."""
         for delivery in deliveries:
-            state = self._items[delivery.key]
-            if delivery.repair:
-                state.repairing.add(target)
-            else:
-                state.pending.add((target, delivery.version.stamp))
+            self._pending_again(target, delivery)
             with self._lock:
-                self._in_flight -= 1
                 self._deferred += 1
             self._push(
                 _Delivery(
@@ -991,14 +986,18 @@ class GlobalTableReplicator(_PollingWorker):
             delay,
         )
         for delivery, _ in staged:
-            state = self._items[delivery.key]
-            if delivery.repair:
-                state.repairing.add(target)
-            else:
-                state.pending.add((target, delivery.version.stamp))
-            with self._lock:
-                self._in_flight -= 1
+            self._pending_again(target, delivery)
             self._push(delivery)
+
+    def _pending_again(self, target: str, delivery: _Delivery) -> None:
+        """A delivery taken out for writing goes back to waiting (deferred or failed)."""
+        state = self._items[delivery.key]
+        if delivery.repair:
+            state.repairing.add(target)
+        else:
+            state.pending.add((target, delivery.version.stamp))
+        with self._lock:
+            self._in_flight -= 1
 
 
 def _streams_client_like(ddb: Any) -> Any:

@@ -125,15 +125,8 @@ class ItemRepository:
         record = self._new_record(item_id, data, 1, guard)
         if idempotency_key:
             record["idempotencyKey"] = idempotency_key
-        action = {
-            "Put": {
-                "TableName": self._table.name,
-                "Item": record,
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        }
         try:
-            commit(self._table, action, _entry(record, "put"), guard)
+            self._put_new(record, guard)
         except ItemConditionFailed:
             if idempotency_key:
                 return self.get(item_id), False
@@ -158,9 +151,8 @@ class ItemRepository:
             "epoch": guard.epoch,
         }
 
-    def restore(self, item_id: str, data: ItemInput, version: int, guard: WriteGuard) -> Item:
-        """Write a deleted item back under its id (the conflict resolver), if still absent."""
-        record = self._new_record(item_id, data, version, guard)
+    def _put_new(self, record: dict[str, Any], guard: WriteGuard) -> None:
+        """Commit a record that must not exist yet (ItemConditionFailed if it does)."""
         action = {
             "Put": {
                 "TableName": self._table.name,
@@ -168,8 +160,13 @@ class ItemRepository:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
+        commit(self._table, action, _entry(record, "put"), guard)
+
+    def restore(self, item_id: str, data: ItemInput, version: int, guard: WriteGuard) -> Item:
+        """Write a deleted item back under its id (the conflict resolver), if still absent."""
+        record = self._new_record(item_id, data, version, guard)
         try:
-            commit(self._table, action, _entry(record, "put"), guard)
+            self._put_new(record, guard)
         except ItemConditionFailed:
             raise VersionConflictError(f"item {item_id} exists again: it was not restored") from None
         return _from_record(record)
