@@ -12,7 +12,7 @@ import pytest
 
 from multiregion.errors import StateBusyError
 from multiregion.workflow.dispatch import STEPS
-from multiregion.workflow.errors import WORKFLOW_ERRORS
+from multiregion.workflow.errors import WORKFLOW_ERRORS, UnfenceFailed
 from multiregion.workflow.models import NextStep, WorkflowInput
 from multiregion.workflow.plan import poll_schedule
 from tests.support import cfn
@@ -22,7 +22,7 @@ DEFINITION = cfn.ROOT / "statemachines" / "workflow.asl.json"
 # Errors a step may raise that a Task retries: nothing was written, and every step is
 # idempotent. The state record was busy (multiregion.errors), or DynamoDB throttled (a
 # function's uncaught botocore error is named by its code).
-RETRYABLE_STEP_ERRORS = {StateBusyError.__name__}
+RETRYABLE_STEP_ERRORS = {StateBusyError.__name__, UnfenceFailed.__name__}
 THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 LAMBDA_ERRORS = {
     "Lambda.ServiceException",
@@ -124,6 +124,12 @@ def test_every_step_error_is_caught_and_a_failure_after_the_fence_unfences() -> 
         if action in ("catch_up", "promote"):
             assert catches["States.ALL"] == "Unfence", state_name
     assert states["CatchUpTimedOut"]["Next"] == "Unfence"
+    # A fence whose own un-fence failed, retries exhausted, gets the Unfence step's tries too.
+    assert states["Fence"]["Catch"][0] == {
+        "ErrorEquals": ["UnfenceFailed"],
+        "ResultPath": "$.error",
+        "Next": "Unfence",
+    }
 
 
 def test_events_hold_a_ready_input_for_each_workflow() -> None:

@@ -28,6 +28,7 @@ from multiregion.workflow.errors import (
     InvalidInput,
     NoMajority,
     RegionUnreachable,
+    UnfenceFailed,
     WrongRegion,
 )
 from multiregion.workflow.models import Fence, Plan
@@ -199,6 +200,35 @@ def test_unreachable_primary_without_force_is_unfenced_and_refused(replicas: dic
 
     stored = state_in(replicas[SECONDARY])
     assert (stored.state, stored.writers, stored.epoch) == ("ACTIVE", [PRIMARY], 2)
+
+
+def test_a_fence_whose_un_fence_fails_is_retried_until_it_un_fences(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary cannot be fenced and this region's own table fails the un-fence (its
+    region went down meanwhile): the step raises UnfenceFailed, which the Task retries;
+    the retry finds its fence and un-fences. Never left FENCED by a failed abort."""
+    primary_holds_a_lease()
+    drop_region(PRIMARY)
+    real_save = appstate.save
+    failures = iter([True])
+
+    def failing_save(table: Any, new: appstate.AppState, expected_epoch: int, **kwargs: Any) -> None:
+        if new.lastOperation == "unfence" and next(failures, False):
+            raise ClientError(
+                {"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "TransactWriteItems"
+            )
+        real_save(table, new, expected_epoch, **kwargs)
+
+    monkeypatch.setattr(appstate, "save", failing_save)
+    plan = make_plan()
+
+    with pytest.raises(UnfenceFailed, match="un-fencing failed too: ServiceUnavailable"):
+        transitions.fence(plan, get_settings())
+    assert state_in(replicas[SECONDARY]).state == "FENCED"
+    with pytest.raises(RegionUnreachable, match="un-fenced"):  # Step Functions' retry
+        transitions.fence(plan, get_settings())
+    assert (state_in(replicas[SECONDARY]).state, state_in(replicas[SECONDARY]).epoch) == ("ACTIVE", 2)
 
 
 def test_a_refused_state_copy_stops_a_planned_run(replicas: dict[str, Any]) -> None:

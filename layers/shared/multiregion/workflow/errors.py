@@ -45,6 +45,10 @@ class ReplicasDiverge(WorkflowError):
     """Failback: replication has not finished for items both regions wrote."""
 
 
+class UnfenceFailed(WorkflowError):
+    """An un-fence could not land (this region's tables did not answer): retryable."""
+
+
 class NeedsRecovery(WorkflowError):
     """The state moved on in a way only the break-glass recovery can settle."""
 
@@ -60,4 +64,5 @@ WORKFLOW_ERRORS: tuple[type[WorkflowError], ...] = (
     ConflictsFound,
     ReplicasDiverge,
     NeedsRecovery,
+    UnfenceFailed,
 )

@@ -21,7 +21,7 @@ from multiregion.errors import StaleEpochError
 from multiregion.fencing import default_state
 from multiregion.permits import PermitRefused, WritePermit
 from multiregion.settings import Settings
-from multiregion.workflow.errors import NeedsRecovery, NoMajority, RegionUnreachable
+from multiregion.workflow.errors import NeedsRecovery, NoMajority, RegionUnreachable, UnfenceFailed
 from multiregion.workflow.models import Fence, Plan, Transition
 
 
@@ -187,11 +187,16 @@ def fence(plan: Plan, settings: Settings) -> Fence:
 
 
 def _abort(plan: Plan, settings: Settings) -> str:
-    """Un-fence after a fence that cannot stand; say how that went (it can fail too)."""
+    """Un-fence after a fence that cannot stand. If that fails too (this region's own
+    tables did not answer), UnfenceFailed: the Task retries the fence, which finds its
+    own change and tries again, and then the Unfence step does: never left FENCED."""
     try:
         unfence(plan, settings)
-    except (NoMajority, RegionUnreachable, ClientError, BotoCoreError) as error:
-        return f"un-fencing failed too ({error}): the state stays as it is for the operator"
+    except UnfenceFailed as error:
+        raise UnfenceFailed(f"the fence could not stand and un-fencing failed too: {error}") from None
+    except NoMajority as error:
+        # The state is un-fenced; the writer's renewer takes its lease once a majority answers.
+        return f"un-fenced, but the lease is not granted yet ({error})"
     return "un-fenced"
 
 
@@ -225,7 +230,10 @@ def promote(plan: Plan, settings: Settings) -> Transition:
 
 def unfence(plan: Plan, settings: Settings) -> Transition:
     """Abort: give writes back to the region that had them before the fence."""
-    here = appstate.load(_state_table(settings, settings.region), default_state(settings))
+    try:
+        here = appstate.load(_state_table(settings, settings.region), default_state(settings))
+    except (ClientError, BotoCoreError) as error:
+        raise UnfenceFailed(describe_error(error)) from None
     if here.executionId == plan.executionId and here.lastOperation in ("promote", "activate"):
         # The promotion's state change landed and something after it failed (its permits
         # or lease): there is no fence left to lift. Re-asserting the state rewrites them.
@@ -233,7 +241,11 @@ def unfence(plan: Plan, settings: Settings) -> Transition:
             f"this execution's {here.lastOperation} landed (epoch {here.epoch}) but did not finish: "
             f"run recover.json with recoverEpoch {here.epoch} to rewrite the permits and the lease"
         )
-    new, propagation, reached = _change_state(plan, settings, "unfence")
+    try:
+        new, propagation, reached = _change_state(plan, settings, "unfence")
+    except (ClientError, BotoCoreError) as error:
+        # Retryable: nothing moved (or a retry finds the un-fence and redoes what follows).
+        raise UnfenceFailed(describe_error(error)) from None
     results, ballot = _grant_writer(plan, settings, new, new.writers)
     return _result(Transition, "unfence", new, propagation, reached, permits=results, lease=ballot)
 
