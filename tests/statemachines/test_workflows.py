@@ -444,40 +444,39 @@ def test_an_execution_timeout_leaves_a_fence_that_recovery_lifts(target: Target)
     assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
 
 
-@pytest.mark.timeout(240)
-def test_a_failed_unfence_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
-    """DynamoDB throttles every call in the region running the workflow after the fence:
-    the catch-up and then the un-fence exhaust their retries; the state stays FENCED."""
+def throttled_after_the_fence(target: Target, service: str) -> dict[str, Any]:
+    """A failover whose region throttles `service` once its fence landed, followed to its
+    failed end; the fault is healed after. Returns the failed execution."""
     s = target.secondary
     target.fault("replication-pause")
     execution = start(target, s, "Failover", failover_input())
     wait_for_state(target, s, "FENCED")
-    target.fault("throttle", s, "dynamodb")
+    target.fault("throttle", s, service)
     failed = finish(target, s, execution, timeout=200)
     assert failed["status"] == "FAILED"
-    assert "Unfence" in failed["states"]
     target.fault("heal", s)
     target.fault("replication-resume")
+    return failed
 
-    assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
+
+@pytest.mark.timeout(240)
+def test_a_failed_unfence_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
+    """DynamoDB throttles every call in the region running the workflow after the fence:
+    the catch-up and then the un-fence exhaust their retries; the state stays FENCED."""
+    failed = throttled_after_the_fence(target, "dynamodb")
+    assert "Unfence" in failed["states"]
+
+    assert_recovers_to_the_primary(target, wait_for_state(target, target.secondary, "FENCED"))
 
 
 @pytest.mark.timeout(240)
 def test_a_throttled_steps_function_leaves_a_fence_that_recovery_lifts(target: Target) -> None:
     """Lambda throttles the steps function after the fence: CatchUp and then Unfence
     exhaust their retries, and the execution fails with the state FENCED."""
-    s = target.secondary
-    target.fault("replication-pause")
-    execution = start(target, s, "Failover", failover_input())
-    wait_for_state(target, s, "FENCED")
-    target.fault("throttle", s, "lambda")
-    failed = finish(target, s, execution, timeout=200)
-    assert failed["status"] == "FAILED"
+    failed = throttled_after_the_fence(target, "lambda")
     assert "TooManyRequests" in failed["error"]
-    target.fault("heal", s)
-    target.fault("replication-resume")
 
-    assert_recovers_to_the_primary(target, wait_for_state(target, s, "FENCED"))
+    assert_recovers_to_the_primary(target, wait_for_state(target, target.secondary, "FENCED"))
 
 
 # --- failback that reconciles: the conflict ledger -----------------------------------------
