@@ -31,6 +31,7 @@ from samtranslator.yaml_helper import yaml_parse
 
 from sandbox.cloud import ACCOUNT_ID, Cloud
 from sandbox.functions import FunctionSpec, Runtime
+from sandbox.replication import ReplicationRule
 from sandbox.schedules import ScheduledRule, ScheduleError, scheduled_rule
 
 logger = logging.getLogger(__name__)
@@ -302,6 +303,8 @@ class Deployer:
                 return env.region
             if ref == "AWS::StackName":
                 return env.stack_name
+            if ref == "AWS::AccountId":
+                return ACCOUNT_ID
             if ref in resources:
                 return resources[ref]["PhysicalResourceId"]
             return self._resolve(value, env)
@@ -326,6 +329,112 @@ class Deployer:
         listed = cfn.describe_stack_resources(StackName=stack)["StackResources"]
         # moto lists some resources it created without a logical id; nothing here needs them.
         return {r["LogicalResourceId"]: r for r in listed if "LogicalResourceId" in r}
+
+    def _configure_buckets(self, env: Environment, resources: dict[str, dict[str, str]]) -> None:
+        """AWS::S3::Bucket: moto's CloudFormation applies only BucketEncryption and Tags.
+        Apply the rest of what the template asks through the S3 API, as CloudFormation
+        would: versioning, the public access block, ownership, lifecycle, EventBridge
+        notifications (replication: `replication_rules`, run by S3Replicator)."""
+        for name, resource in self.sam["Resources"].items():
+            if resource["Type"] != "AWS::S3::Bucket" or not self._condition_holds(resource, env):
+                continue
+            props = self._evaluate(resource["Properties"], env)
+            bucket = resources[name]["PhysicalResourceId"]
+            s3 = self.cloud.client("s3", env.region)
+            if "VersioningConfiguration" in props:
+                s3.put_bucket_versioning(
+                    Bucket=bucket,
+                    VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]},
+                )
+            if "PublicAccessBlockConfiguration" in props:
+                s3.put_public_access_block(
+                    Bucket=bucket, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+                )
+            if "OwnershipControls" in props:
+                s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=props["OwnershipControls"])
+            if "LifecycleConfiguration" in props:
+                s3.put_bucket_lifecycle_configuration(
+                    Bucket=bucket, LifecycleConfiguration=_lifecycle(props["LifecycleConfiguration"])
+                )
+            notifications = props.get("NotificationConfiguration") or {}
+            if (notifications.get("EventBridgeConfiguration") or {}).get("EventBridgeEnabled"):
+                s3.put_bucket_notification_configuration(
+                    Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+                )
+
+    # --- S3 replication: moto stores ReplicationConfiguration and does nothing with it ------
+
+    def replication_rules(self, env: Environment) -> list[ReplicationRule]:
+        """The template's bucket replication rules in `env`'s region, for
+        sandbox.replication.S3Replicator. As S3 does when it takes the configuration, a
+        rule whose destination bucket does not exist or is not versioned is refused."""
+        rules = []
+        for name, resource in self.sam["Resources"].items():
+            if resource["Type"] != "AWS::S3::Bucket" or not self._condition_holds(resource, env):
+                continue
+            props = resource["Properties"]
+            config = self._evaluate(props.get("ReplicationConfiguration"), env)
+            if not config:
+                continue
+            source = self._evaluate(props["BucketName"], env)
+            for rule in config["Rules"]:
+                if rule.get("Status") != "Enabled":
+                    continue
+                bucket = self._evaluate(rule["Destination"]["Bucket"], env).split(":::", 1)[1]
+                region = self._bucket_region(bucket, env.region)
+                if region is None:
+                    raise ReplicationConfigError(
+                        f"{name} in {env.region}: destination bucket {bucket} does not exist; "
+                        "deploy the other app region first (PhotoReplication=pending until then)"
+                    )
+                versioning = self.cloud.client("s3", region).get_bucket_versioning(Bucket=bucket)
+                if versioning.get("Status") != "Enabled":
+                    raise ReplicationConfigError(
+                        f"{name} in {env.region}: destination bucket {bucket} must have versioning enabled"
+                    )
+                prefix = (rule.get("Filter") or {}).get("Prefix", rule.get("Prefix", ""))
+                rules.append(ReplicationRule(env.region, source, region, bucket, prefix))
+        return rules
+
+    def _bucket_region(self, bucket: str, asking_from: str) -> str | None:
+        s3 = self.cloud.client("s3", asking_from)
+        try:
+            location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        except s3.exceptions.ClientError:
+            return None
+        return location or "us-east-1"
+
+    def _evaluate(self, value: Any, env: Environment) -> Any:
+        """Fn::If, Fn::Sub (both forms), Ref and Fn::GetAtt of a bucket's properties."""
+        if isinstance(value, list):
+            return [self._evaluate(v, env) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Fn::If":
+                condition, yes, no = arg
+                holds = evaluate_condition(
+                    {"Condition": condition}, self._conditions, lambda ref: self._resolve({"Ref": ref}, env)
+                )
+                return self._evaluate(yes if holds else no, env)
+            if key == "Ref":
+                if arg == "AWS::NoValue":
+                    return None
+                return self._value({"Ref": arg}, env, {})
+            if key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else arg
+                names = {k: self._evaluate(v, env) for k, v in variables.items()}
+                return re.sub(
+                    r"\$\{([\w:.]+)\}",
+                    lambda m: (
+                        str(names[m.group(1)])
+                        if m.group(1) in names
+                        else self._value({"Ref": m.group(1)}, env, {})
+                    ),
+                    text,
+                )
+        return {k: self._evaluate(v, env) for k, v in value.items()}
 
     # --- Functions and routes ---------------------------------------------------------------
 
@@ -433,6 +542,7 @@ class Deployer:
             )
         resources = self._stack_resources(env, env.stack_name)
         self._set_account_settings(cfn, env, resources)
+        self._configure_buckets(env, resources)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
         self._register_functions(env, resources)
         schedules = self._schedules(env, resources)
@@ -441,6 +551,29 @@ class Deployer:
         )
         logger.info("deployed %s (%s) in %.2f s", env.region, env.role, deployment.seconds)
         return deployment
+
+
+def _lifecycle(config: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation's LifecycleConfiguration in the S3 API's shape (the fields used here)."""
+    rules = []
+    for rule in config["Rules"]:
+        api: dict[str, Any] = {
+            "ID": rule["Id"],
+            "Status": rule["Status"],
+            "Filter": {"Prefix": rule.get("Prefix", "")},
+        }
+        if "ExpirationInDays" in rule:
+            api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+        if "NoncurrentVersionExpiration" in rule:
+            api["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+            }
+        if "AbortIncompleteMultipartUpload" in rule:
+            api["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+            }
+        rules.append(api)
+    return {"Rules": rules}
 
 
 def replica_table_definition(props: dict[str, Any], table_name: str) -> dict[str, Any]:
@@ -459,6 +592,10 @@ def replica_table_definition(props: dict[str, Any], table_name: str) -> dict[str
 
 class TemplateRuleError(ValueError):
     """A `Rules` assertion failed: CloudFormation refuses the change set, nothing is created."""
+
+
+class ReplicationConfigError(RuntimeError):
+    """S3 refuses a replication rule whose destination bucket is missing or unversioned."""
 
 
 class AccessLoggingError(RuntimeError):

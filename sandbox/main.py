@@ -24,7 +24,7 @@ from sandbox.cloud import CREDENTIALS, Cloud, check_port_free
 from sandbox.deploy import Deployer, Deployment, read_samconfig
 from sandbox.faults import FaultError, FaultState
 from sandbox.functions import DEFAULT_CONTAINERS, FunctionError, Runtime, connect_moto_lambda
-from sandbox.replication import GlobalTableReplicator
+from sandbox.replication import GlobalTableReplicator, S3Replicator
 from sandbox.router import GlobalEndpointServer, GlobalRouter, HealthChecker
 from sandbox.schedules import Scheduler
 
@@ -63,6 +63,7 @@ class Sandbox:
         self.apis: dict[str, RegionalApi] = {}
         self.schedulers: list[Scheduler] = []
         self.replicator: GlobalTableReplicator | None = None
+        self.s3_replicator: S3Replicator | None = None
         self.health: HealthChecker | None = None
         self.global_endpoint: GlobalEndpointServer | None = None
         self.admin: ThreadingHTTPServer | None = None
@@ -109,7 +110,15 @@ class Sandbox:
         deployer = Deployer(self.root, self.cloud, self.runtime)
         warming = []
         for env in self.environments:
+            # As the README's deploy steps: the primary first deploys with its photo
+            # replication pending (S3 refuses a rule to a bucket that does not exist yet),
+            # and turns it on once the secondary is deployed (below).
+            first_deploy = env.role == "primary" and "PhotoReplication" not in env.parameters
+            if first_deploy:
+                env.parameters["PhotoReplication"] = "pending"
             self.deployments.append(deployer.deploy(env))
+            if first_deploy:
+                del env.parameters["PhotoReplication"]
             # Containers start in other processes while the next region deploys.
             warming += self.runtime.prewarm(env.region)
         self.timings["deploy"] = time.monotonic() - started
@@ -145,6 +154,14 @@ class Sandbox:
             self.faults,
         )
         self.replicator.start()
+        self.s3_replicator = S3Replicator(
+            lambda region: self.cloud.client(
+                "s3", region, read_timeout=5, connect_timeout=2, s3={"addressing_style": "path"}
+            ),
+            [rule for env in self.environments for rule in deployer.replication_rules(env)],
+            self.faults,
+        )
+        self.s3_replicator.start()
 
         targets = {region: api.base_url for region, api in self.apis.items()}
         self.health = HealthChecker(
@@ -170,6 +187,7 @@ class Sandbox:
         return {
             "faults": self.faults.snapshot(),
             "replication": self.replicator.stats() if self.replicator else None,
+            "s3Replication": self.s3_replicator.stats() if self.s3_replicator else None,
             "health": self.health.status() if self.health else None,
             "invocations": self.runtime.invocations,
             "functions": self.runtime.stats(),
@@ -233,7 +251,10 @@ class Sandbox:
                     elif self.path == "/reset-metrics":
                         self._json(200, {"cleared": sandbox.reset_metrics()})
                     elif self.path == "/settle":
-                        idle = sandbox.replicator.wait_until_idle(float(body.get("timeout", 30)))
+                        timeout = float(body.get("timeout", 30))
+                        idle = sandbox.replicator.wait_until_idle(timeout)
+                        if sandbox.s3_replicator is not None:
+                            idle = sandbox.s3_replicator.wait_until_idle(timeout) and idle
                         self._json(200 if idle else 504, {"idle": idle, **sandbox.replicator.stats()})
                     else:
                         self._json(404, {"message": "POST /faults, /invoke, /settle or /reset-metrics"})
@@ -274,7 +295,14 @@ class Sandbox:
         stoppers: list[Any] = []
         if self.admin is not None:
             stoppers += [self.admin.shutdown, self.admin.server_close]
-        parts = (self.global_endpoint, self.health, self.replicator, *self.schedulers, *self.apis.values())
+        parts = (
+            self.global_endpoint,
+            self.health,
+            self.s3_replicator,
+            self.replicator,
+            *self.schedulers,
+            *self.apis.values(),
+        )
         for part in parts:
             if part is not None:
                 stoppers.append(part.stop)

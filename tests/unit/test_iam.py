@@ -161,3 +161,26 @@ def test_health_workflow_and_lease_functions_have_reserved_concurrency(function:
     props = cfn.resources_for(REGION)[function]["Properties"]
     assert isinstance(props.get("ReservedConcurrentExecutions"), int)
     assert props["ReservedConcurrentExecutions"] >= 3
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "keys", "expected"),
+    [
+        ("dynamodb:PutItem", TABLE_ARN, ["PHOTO#0123"], True),
+        ("dynamodb:ConditionCheckItem", TABLE_ARN, ["PHOTO#0123"], True),
+        ("dynamodb:Query", GSI_ARN, ["PHOTO#03"], True),
+        ("dynamodb:Query", GSI_ARN, ["ITEM#03"], False),
+        ("dynamodb:PutItem", TABLE_ARN, ["ITEM#0123"], False),  # never an item
+        ("dynamodb:GetItem", TABLE_ARN, ["CONTROL"], True),
+        ("dynamodb:PutItem", TABLE_ARN, ["CONTROL"], False),
+        ("dynamodb:DeleteItem", TABLE_ARN, ["PHOTO#0123"], False),
+        ("dynamodb:Scan", TABLE_ARN, None, False),
+        ("dynamodb:ConditionCheckItem", CONTROL_ARN, ["PERMIT#03"], True),
+        ("dynamodb:PutItem", CONTROL_ARN, ["JOURNAL#03"], True),
+        ("dynamodb:PutItem", CONTROL_ARN, ["PERMIT#03"], False),
+    ],
+)
+def test_the_photos_function_reaches_photo_records_only(
+    action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("PhotosApiFunction", action, resource, keys) is expected

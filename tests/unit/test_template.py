@@ -24,6 +24,7 @@ APP_FUNCTIONS = {
     "FailoverStepsFunction",
     "LeaseRenewerFunction",
     "ConflictResolverFunction",
+    "PhotosApiFunction",
 }
 DOMAIN = {
     "DomainName": "api.example.com",
@@ -239,7 +240,12 @@ def test_every_api_route_has_sample_events_and_every_event_matches_a_route() -> 
                 if event["Type"] == "Api":
                     routes.add((name, event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
 
-    folders = {"ItemsApiFunction": "items_api", "HealthFunction": "health", "AppStateFunction": "app_state"}
+    folders = {
+        "ItemsApiFunction": "items_api",
+        "HealthFunction": "health",
+        "AppStateFunction": "app_state",
+        "PhotosApiFunction": "photos_api",
+    }
     covered = set()
     for function, folder in folders.items():
         for path in sorted((cfn.EVENTS / folder).glob("*.json")):

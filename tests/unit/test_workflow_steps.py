@@ -274,16 +274,18 @@ def test_forced_fence_without_a_majority_promotes_nothing(replicas: dict[str, An
 # --- catch-up: item by item from the journal, and the latency gate ------------------------
 
 
-def journal_write(region: str, item_id: str, revision: str, updated_at: str) -> None:
-    entry = JournalEntry(id=item_id, op="put", version=1, revision=revision, updatedAt=updated_at)
+def journal_write(region: str, item_id: str, revision: str, updated_at: str, kind: str = "ITEM") -> None:
+    entry = JournalEntry(id=item_id, kind=kind, op="put", version=1, revision=revision, updatedAt=updated_at)
     shard = permits.shard_of(item_id, get_settings().write_shards)
     control_table(region).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
 
 
-def item_record(region: str, item_id: str, revision: str, updated_at: str) -> dict[str, Any]:
+def item_record(
+    region: str, item_id: str, revision: str, updated_at: str, kind: str = "ITEM"
+) -> dict[str, Any]:
     return {
-        "pk": f"ITEM#{item_id}",
-        "sk": "ITEM",
+        "pk": f"{kind}#{item_id}",
+        "sk": kind,
         "id": item_id,
         "version": 1,
         "revision": revision,
@@ -343,6 +345,20 @@ def test_catch_up_waits_for_the_last_item_in_flight_not_only_a_sentinel(replicas
     replicas[SECONDARY].put_item(Item=item_record(PRIMARY, older, "r-older", now_iso(-3)))
     done = catchup.catch_up(plan, fenced_at(5), get_settings())
     assert (done.complete, done.pending, done.gate.status) == (True, 0, "open")
+
+
+def test_catch_up_checks_photo_records_under_their_own_key(replicas: dict[str, Any]) -> None:
+    """A photo's record is journalled with kind PHOTO: the proof reads `PHOTO#<id>`, so an
+    item record with the same id (or none) does not count as the photo arriving."""
+    put_replication_latency(100.0)
+    photo = "f" * 32
+    journal_write(PRIMARY, photo, "r-photo", now_iso(-2), kind="PHOTO")
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, photo, "r-photo", now_iso(-2)))  # an ITEM
+    plan = make_plan()
+
+    assert catchup.catch_up(plan, fenced_at(5), get_settings()).pendingIds == [photo]
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, photo, "r-photo", now_iso(-2), kind="PHOTO"))
+    assert catchup.catch_up(plan, fenced_at(5), get_settings()).complete is True
 
 
 def test_an_older_write_of_the_same_item_does_not_count_as_caught_up(replicas: dict[str, Any]) -> None:

@@ -30,6 +30,9 @@ Operation = Literal["put", "delete"]
 
 class JournalEntry(BaseModel):
     id: str
+    # Which record the write was: an item (`ITEM#<id>`) or a photo (`PHOTO#<id>`); both
+    # live in the global table under the key `record_key` gives.
+    kind: str = "ITEM"
     op: Operation
     version: int
     revision: str | None = None
@@ -40,6 +43,11 @@ class JournalEntry(BaseModel):
     # needs both to tell siblings from a line of writes, and to restore a dropped one.
     baseRevision: str | None = None
     image: dict[str, Any] | None = None
+
+
+def record_key(kind: str, record_id: str) -> dict[str, str]:
+    """The global-table key of the record a journal entry names."""
+    return {"pk": f"{kind}#{record_id}", "sk": kind}
 
 
 def journal_pk(shard: int) -> str:

@@ -50,6 +50,7 @@ class Version(BaseModel):
 
 class Conflict(BaseModel):
     id: str
+    kind: str = "ITEM"  # the record's kind (multiregion.journal.record_key): items, photos
     shard: int
     kept: Version | None  # what both replicas hold now (None: the item is deleted)
     dropped: Version
@@ -66,6 +67,7 @@ class Conflict(BaseModel):
     def brief(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "kind": self.kind,
             "dropped": self.dropped.label(),
             "kept": self.kept.label() if self.kept else "deleted",
             "status": self.status,
@@ -128,6 +130,7 @@ def find(
             conflicts.append(
                 Conflict(
                     id=item_id,
+                    kind=entry.kind,
                     shard=shard,
                     kept=kept if held is not None else None,
                     dropped=_version(region, entry),

@@ -1,7 +1,8 @@
-"""The items' list index (GSI1), sharded so that no single partition key takes every write.
+"""The list index (GSI1), sharded so that no single partition key takes every write.
 
 One partition key caps an index's write rate (about 1,000 write units a second on AWS),
-so items are spread over `LIST_SHARDS` partitions, `ITEM#00` .., by a hash of their id:
+so each kind of record (items, photos) is spread over `LIST_SHARDS` partitions,
+`ITEM#00` .. or `PHOTO#00` .., by a hash of the record's id:
 an item's partition never changes, whatever is written to it later. Within a partition
 the sort key is `<createdAt>#<id>`. A page queries every partition for the records
 after the cursor's position and merges them, so items list in one global order, oldest
@@ -28,11 +29,19 @@ LIST_INDEX = "GSI1"
 # an item keeps the partition it was written under, so changing the number re-keys the
 # index (every item rewritten) or items drop out of the list.
 LIST_SHARDS = 8
-_PARTITION_PREFIX = "ITEM#"
+ITEM_KIND = "ITEM"
 # Items written before the index was sharded are still listed under this one key; it
 # takes no new items, so reading it costs a query per page and no write capacity.
 LEGACY_PARTITION = "ITEM"
-PARTITIONS = (*(f"{_PARTITION_PREFIX}{shard:02d}" for shard in range(LIST_SHARDS)), LEGACY_PARTITION)
+PARTITIONS = (*(f"{ITEM_KIND}#{shard:02d}" for shard in range(LIST_SHARDS)), LEGACY_PARTITION)
+
+
+def partitions(kind: str) -> tuple[str, ...]:
+    """Every list partition of one kind of record (items also have the legacy one)."""
+    if kind == ITEM_KIND:
+        return PARTITIONS
+    return tuple(f"{kind}#{shard:02d}" for shard in range(LIST_SHARDS))
+
 
 _CURSOR_FIELDS = frozenset({"gsi1sk"})
 # What `sort_key` builds from multiregion.clock's timestamps and an item id (ASCII digits:
@@ -42,10 +51,10 @@ _SORT_KEY = re.compile(
 )
 
 
-def partition_of(item_id: str) -> str:
-    """The item's list partition. Never change the hash: stored items keep their key."""
+def partition_of(item_id: str, kind: str = ITEM_KIND) -> str:
+    """The record's list partition. Never change the hash: stored records keep their key."""
     digest = hashlib.blake2b(item_id.encode(), digest_size=4).digest()
-    return f"{_PARTITION_PREFIX}{int.from_bytes(digest, 'big') % LIST_SHARDS:02d}"
+    return f"{kind}#{int.from_bytes(digest, 'big') % LIST_SHARDS:02d}"
 
 
 def sort_key(created_at: str, item_id: str) -> str:
@@ -54,16 +63,16 @@ def sort_key(created_at: str, item_id: str) -> str:
 
 
 def list_records(
-    table: Any, limit: int, cursor: str | None = None
+    table: Any, limit: int, cursor: str | None = None, kind: str = ITEM_KIND
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Up to `limit` item records after the cursor, oldest first, and the next page's
+    """Up to `limit` records of one kind after the cursor, oldest first, and the next page's
     cursor (None on the last page).
 
     Each partition is read for at most `limit + 1` records: the page can take all of its
     records from one partition, and one past the page says whether there is a next."""
     after = _position(cursor) if cursor else None
     found: dict[str, dict[str, Any]] = {}
-    for partition in PARTITIONS:
+    for partition in partitions(kind):
         for record in _partition_records(table, partition, after, limit + 1):
             found[record["gsi1sk"]] = record  # an item is listed once, whatever its partition
     ordered = [found[key] for key in sorted(found)]

@@ -58,6 +58,12 @@ def resolve(request: ResolveRequest, settings: Settings) -> Resolution:
     if request.choose == "keep":
         ledger.close(table, conflict, "KEPT", request.requestedBy, at, why)
         return Resolution(id=request.id, choose="keep", status="KEPT", at=at)
+    if conflict.kind != "ITEM":
+        # A photo's record is written by its upload and its text detection, not by a
+        # client's content: upload the photo again rather than restore a status.
+        raise VersionConflictError(
+            f"{conflict.kind.lower()} {conflict.id}: only an item's dropped version can be restored; keep it"
+        )
     etag = _restore(conflict, table, settings)
     ledger.close(table, conflict, "RESTORED", request.requestedBy, at, f"{why} (now {etag or 'deleted'})")
     return Resolution(id=request.id, choose="restore", status="RESTORED", etag=etag, at=at)

@@ -48,6 +48,8 @@ class Settings:
     catch_up_deadline_seconds: int = 120
     catch_up_poll_seconds: int = 2
     hold_down_seconds: int = 600
+    # Photos: this region's bucket (uploads and their replicas from the other app region).
+    photos_bucket: str = ""
 
     @property
     def app_regions(self) -> tuple[str, str]:
@@ -148,4 +150,5 @@ def get_settings() -> Settings:
         catch_up_deadline_seconds=_int("CATCH_UP_DEADLINE_SECONDS", 120, low=1),
         catch_up_poll_seconds=_int("CATCH_UP_POLL_SECONDS", 2, low=1),
         hold_down_seconds=_int("HOLD_DOWN_SECONDS", 600),
+        photos_bucket=os.environ.get("PHOTOS_BUCKET", "").strip(),
     )

@@ -48,15 +48,17 @@ def _iso(seconds: float) -> str:
 
 
 def _latest_entries(settings: Settings, region: str, start: str) -> dict[str, JournalEntry]:
-    """The newest journalled write per item since `start`, all shards read in parallel."""
+    """The newest journalled write per record (item or photo) since `start`, all shards
+    read in parallel; keyed by the record's partition key."""
     table = aws.table(settings.control_table_name, region, aws.CROSS_REGION_CONFIG)
     shards = list(_executor.map(lambda s: list(journal.since(table, s, start)), range(settings.write_shards)))
     latest: dict[str, JournalEntry] = {}
     for entries in shards:
         for entry in entries:
-            held = latest.get(entry.id)
+            pk = journal.record_key(entry.kind, entry.id)["pk"]
+            held = latest.get(pk)
             if held is None or entry.updatedAt >= held.updatedAt:
-                latest[entry.id] = entry
+                latest[pk] = entry
     return latest
 
 
@@ -79,17 +81,17 @@ def _missing(settings: Settings, entries: list[JournalEntry]) -> list[str]:
 
 
 def _missing_in(client: Any, table_name: str, entries: list[JournalEntry]) -> list[str]:
-    keys = [{"pk": f"ITEM#{e.id}", "sk": "ITEM"} for e in entries]
+    keys = [journal.record_key(e.kind, e.id) for e in entries]
     found: dict[str, dict[str, Any]] = {}
     request: dict[str, Any] = {
-        table_name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, updatedAt"}
+        table_name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, revision, updatedAt"}
     }
     while request:
         page = client.batch_get_item(RequestItems=request)
         for record in page.get("Responses", {}).get(table_name, []):
-            found[record["id"]] = record
+            found[record["pk"]] = record
         request = page.get("UnprocessedKeys") or {}
-    return [e.id for e in entries if not _reflected(e, found.get(e.id))]
+    return [e.id for e, key in zip(entries, keys, strict=True) if not _reflected(e, found.get(key["pk"]))]
 
 
 def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float) -> Gate:

@@ -71,13 +71,15 @@ def window_start(settings: Settings, last_failover_at: str | None, now: datetime
     return start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _current(settings: Settings, region: str, ids: list[str]) -> dict[str, dict[str, Any] | None]:
-    """Each id's record in one region's replica (None: absent), consistent batch reads."""
+def _current(settings: Settings, region: str, kinds: dict[str, str]) -> dict[str, dict[str, Any] | None]:
+    """Each record's copy in one region's replica (None: absent), consistent batch reads.
+    `kinds`: record id -> its kind (item or photo ids never collide: both are random)."""
     client = aws.table_from(settings.table_name, region, settings.region).meta.client
     name = settings.table_name
+    ids = sorted(kinds)
     found: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
     for start in range(0, len(ids), BATCH):
-        keys = [{"pk": f"ITEM#{i}", "sk": "ITEM"} for i in ids[start : start + BATCH]]
+        keys = [journal.record_key(kinds[i], i) for i in ids[start : start + BATCH]]
         request: dict[str, Any] = {
             name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, version"}
         }
@@ -101,7 +103,9 @@ def segment(plan: Plan, settings: Settings, shard: int, since: str, at: str) -> 
     result = Segment(shard=shard, entries={r: len(journals[r]) for r in regions}, bothSides=len(both))
     if not both:
         return result
-    replicas = [_current(settings, r, both) for r in regions]
+    wanted = set(both)
+    kinds = {e.id: e.kind for r in regions for e in journals[r] if e.id in wanted}
+    replicas = [_current(settings, r, kinds) for r in regions]
     agreed: dict[str, dict[str, Any] | None] = {}
     for item_id in both:
         held = [replica[item_id] for replica in replicas]

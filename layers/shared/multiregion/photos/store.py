@@ -1,0 +1,161 @@
+"""Photo records in one region's replica of the global table.
+
+Stored like items (`PHOTO#<id>` / `PHOTO`, listed through GSI1 over `PHOTO#00` ..), and
+written like items: every write is a transaction with this region's permit check and a
+journal entry (kind `PHOTO`), so a fenced region refuses photo writes with the same 503,
+failover's catch-up proof checks the photos written before the fence, and failback's
+reconciliation sees a photo written on both sides. Replication is the global table's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from multiregion.clock import utc_now_iso
+from multiregion.errors import NotFoundError, TransitionError
+from multiregion.fencing import WriteGuard
+from multiregion.journal import JournalEntry, record_key
+from multiregion.listing import list_records, partition_of, sort_key
+from multiregion.media import MediaType
+from multiregion.photos.models import FOLLOWS, PHOTO_KIND, Photo, PhotoInput, StatusChange
+from multiregion.photos.uploads import object_key
+from multiregion.transactions import ItemConditionFailed, commit
+
+REVISION_CHARS = 12
+CHANGE_ATTEMPTS = 5
+
+
+def _from_record(record: dict[str, Any]) -> Photo:
+    data = {k: v for k, v in record.items() if k in Photo.model_fields}
+    for name in ("size", "version", "epoch"):
+        data[name] = int(record.get(name, 0))
+    if record.get("text") is not None:
+        data["text"] = [
+            {
+                "text": line["text"],
+                "confidence": float(line["confidence"]),
+                "timestampMs": int(line["timestampMs"]) if line.get("timestampMs") is not None else None,
+            }
+            for line in record["text"]
+        ]
+    data["revision"] = record.get("revision")
+    return Photo.model_validate(data)
+
+
+def _revision() -> str:
+    return uuid.uuid4().hex[:REVISION_CHARS]
+
+
+def _entry(record: dict[str, Any], base: str | None) -> JournalEntry:
+    return JournalEntry(
+        id=record["id"],
+        kind=PHOTO_KIND,
+        op="put",
+        version=int(record["version"]),
+        revision=record["revision"],
+        updatedAt=record["updatedAt"],
+        baseRevision=base,
+    )
+
+
+class PhotoRepository:
+    def __init__(self, table: Any, region: str, clock: Callable[[], str] = utc_now_iso):
+        self._table = table
+        self._region = region
+        self._clock = clock
+
+    def create(self, data: PhotoInput, media: MediaType, home_region: str, guard: WriteGuard) -> Photo:
+        photo_id = uuid.uuid4().hex
+        now = self._clock()
+        record: dict[str, Any] = {
+            **record_key(PHOTO_KIND, photo_id),
+            "gsi1pk": partition_of(photo_id, PHOTO_KIND),
+            "gsi1sk": sort_key(now, photo_id),
+            "id": photo_id,
+            "name": data.name,
+            "kind": media.kind,
+            "contentType": media.content_type,
+            "size": data.size,
+            "objectKey": object_key(self._region, photo_id, media.extension),
+            "uploadRegion": self._region,
+            "homeRegion": home_region,
+            "status": "PENDING",
+            "version": 1,
+            "revision": _revision(),
+            "createdAt": now,
+            "updatedAt": now,
+            "updatedRegion": self._region,
+            "epoch": guard.epoch,
+        }
+        action = {
+            "Put": {
+                "TableName": self._table.name,
+                "Item": record,
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        commit(self._table, action, _entry(record, None), guard)
+        return _from_record(record)
+
+    def get(self, photo_id: str) -> Photo:
+        record = self._table.get_item(Key=record_key(PHOTO_KIND, photo_id), ConsistentRead=True).get("Item")
+        if record is None:
+            raise NotFoundError(f"photo {photo_id} not found")
+        return _from_record(record)
+
+    def list(self, limit: int, cursor: str | None = None) -> tuple[list[Photo], str | None]:
+        records, next_cursor = list_records(self._table, limit, cursor, kind=PHOTO_KIND)
+        return [_from_record(r) for r in records], next_cursor
+
+    def change_status(self, change: StatusChange, guard: WriteGuard) -> Photo:
+        """Move the photo to `change.status` if its current status allows it; a change
+        already made (a retried step) is a no-op that returns the photo as it is."""
+        for _ in range(CHANGE_ATTEMPTS):
+            try:
+                return self._change_once(change, guard)
+            except ItemConditionFailed:
+                continue  # another write got there between the read and this one: read again
+        raise TransitionError(f"photo {change.id} kept changing under this write: retry")
+
+    def _change_once(self, change: StatusChange, guard: WriteGuard) -> Photo:
+        current = self.get(change.id)
+        if current.status == change.status:
+            return current
+        if current.status not in FOLLOWS[change.status]:
+            raise TransitionError(f"photo {change.id} is {current.status}: it cannot become {change.status}")
+        fields: dict[str, Any] = {
+            "status": change.status,
+            "version": current.version + 1,
+            "revision": _revision(),
+            "updatedAt": self._clock(),
+            "updatedRegion": self._region,
+            "epoch": guard.epoch,
+        }
+        if change.reason is not None:
+            fields["reason"] = change.reason[:500]
+        if change.text is not None:
+            fields["text"] = [
+                line.model_dump(exclude_none=True) | {"confidence": Decimal(str(round(line.confidence, 3)))}
+                for line in change.text
+            ]
+            fields["textTruncated"] = change.textTruncated
+        if change.detectedIn is not None:
+            fields["detectedIn"] = change.detectedIn
+        action = {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": record_key(PHOTO_KIND, change.id),
+                "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+                "ConditionExpression": "#rev = :expected",
+                "ExpressionAttributeNames": {"#rev": "revision", **{f"#{k}": k for k in fields}},
+                "ExpressionAttributeValues": {
+                    ":expected": current.revision,
+                    **{f":{k}": v for k, v in fields.items()},
+                },
+            }
+        }
+        commit(self._table, action, _entry({"id": change.id, **fields}, current.revision), guard)
+        return _from_record({**current.model_dump(), **fields})

@@ -1,0 +1,88 @@
+"""Photos routes: declare an upload (a presigned POST to this region's bucket), read a
+photo's record and detected text, list photos. Errors and fencing as for items."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
+
+from multiregion import aws, residency
+from multiregion.api import json_response
+from multiregion.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from multiregion.media import ACCEPTED, media_type
+from multiregion.photos.models import PHOTO_ID_PATTERN, PhotoInput
+from multiregion.photos.store import PhotoRepository
+from multiregion.photos.uploads import presigned_upload
+from multiregion.settings import get_settings
+from multiregion.transactions import guarded
+
+logger = Logger(child=True)
+metrics = Metrics()
+router = Router()
+
+PhotoId = Annotated[str, Path(pattern=PHOTO_ID_PATTERN, description="32 lowercase hex characters")]
+PAGE_LIMIT_MAX = 100
+
+
+def _repository() -> PhotoRepository:
+    settings = get_settings()
+    return PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+
+
+@router.post("/photos")
+def create_photo(photo: PhotoInput):
+    settings = get_settings()
+    media = media_type(photo.contentType)
+    if media is None:
+        raise UnsupportedMediaTypeError(
+            f"contentType {photo.contentType!r} is not accepted; send one of {', '.join(sorted(ACCEPTED))}",
+            details={"accepted": sorted(ACCEPTED)},
+        )
+    if photo.size > media.max_bytes:
+        raise PayloadTooLargeError(
+            f"a {media.content_type} upload may be at most {media.max_bytes} bytes; {photo.size} declared",
+            details={"limitBytes": media.max_bytes, "sizeBytes": photo.size},
+        )
+    # Until users have a home region (residency), a photo belongs to the region taking it.
+    home = settings.region
+    if not residency.allows("store", home, settings.region):
+        raise BadRequestError(f"photos of {home} may not be stored in {settings.region}")
+    if not settings.photos_bucket:
+        raise RuntimeError("PHOTOS_BUCKET is not set: the photos function has no bucket")
+    repository = _repository()
+    created = guarded(settings, lambda guard: repository.create(photo, media, home, guard))
+    upload = presigned_upload(
+        aws.client("s3", settings.region),
+        settings.photos_bucket,
+        created.objectKey,
+        media.content_type,
+        photo.size,
+    )
+    metrics.add_metric(name="PhotosDeclared", unit=MetricUnit.Count, value=1)
+    logger.info("photo declared", extra={"photo_id": created.id, "kind": created.kind, "size": photo.size})
+    return json_response(
+        HTTPStatus.CREATED,
+        {"photo": created.model_dump(), "upload": upload.model_dump()},
+        {"Location": f"/photos/{created.id}"},
+    )
+
+
+@router.get("/photos")
+def list_photos(
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 25,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+):
+    photos, next_cursor = _repository().list(limit, cursor)
+    return json_response(
+        HTTPStatus.OK, {"photos": [p.model_dump() for p in photos], "nextCursor": next_cursor}
+    )
+
+
+@router.get("/photos/<photo_id>")
+def get_photo(photo_id: PhotoId):
+    return json_response(HTTPStatus.OK, {"photo": _repository().get(photo_id).model_dump()})
