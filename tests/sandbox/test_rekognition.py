@@ -313,6 +313,9 @@ def test_client_request_token_starts_one_job(client: Any, rek: Any, emulator: An
 
     assert first == again != other
     assert emulator.stats()["jobsStarted"] == 2
+    # A retry answers the job it started, without reading the video again.
+    client("s3", SERVICE).delete_object(Bucket=bucket, Key=key)
+    assert rek.start_text_detection(**request)["JobId"] == first
     code, _, status = error_code(lambda: rek.start_text_detection(**{**request, "JobTag": "changed"}))
     assert (code, status) == ("IdempotentParameterMismatchException", 400)
 
