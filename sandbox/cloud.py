@@ -22,8 +22,11 @@ from moto.core.config import default_user_config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from sandbox import eventbridge, sfn_integrations, sns_delivery
 from sandbox.dynamodb_concurrency import make_dynamodb_thread_safe
-from sandbox.faults import FaultState, OutageMiddleware
+from sandbox.faults import FaultState, OutageMiddleware, caller_access_key
+from sandbox.s3_uploads import PresignedPostMiddleware
+from sandbox.sqs_pollers import disable_moto_sqs_mappings, enable_moto_sqs_mappings
 
 CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -91,7 +94,26 @@ class Cloud:
         default_user_config["lambda"] = {"use_docker": False}
         name_unnamed_executions()
         make_dynamodb_thread_safe()
-        app = OutageMiddleware(DomainDispatcherApplication(create_backend_app), self.faults)
+        # Lambda's pollers deliver SQS messages (sandbox.sqs_pollers), not SendMessage;
+        # SNS delivers to a queue only what the queue's policy admits.
+        disable_moto_sqs_mappings()
+        sns_delivery.install()
+        # S3 events reach EventBridge in AWS's shape and start state machines; SDK
+        # integrations answer as AWS's do.
+        eventbridge.install()
+        sfn_integrations.install()
+        # Presigned POST uploads are checked as S3 checks them: signature (the sandbox's
+        # own key, or a region's functions' key), expiry and every policy condition.
+        secrets = {
+            CREDENTIALS["aws_access_key_id"]: CREDENTIALS["aws_secret_access_key"],
+            **{
+                caller_access_key(region): CREDENTIALS["aws_secret_access_key"]
+                for region in self.faults.regions
+            },
+        }
+        app = OutageMiddleware(
+            PresignedPostMiddleware(DomainDispatcherApplication(create_backend_app), secrets.get), self.faults
+        )
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
         )
@@ -107,6 +129,14 @@ class Cloud:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # moto is patched process-wide: leave it as it was for whatever runs next here.
+        for undo in (
+            sns_delivery.uninstall,
+            sfn_integrations.uninstall,
+            eventbridge.uninstall,
+            enable_moto_sqs_mappings,
+        ):
+            undo()
 
     def client(self, service: str, region: str, **config: Any) -> Any:
         """A boto3 client of the sandbox's endpoint, made once per (service, region, config).

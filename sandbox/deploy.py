@@ -255,10 +255,36 @@ class Deployer:
                 ):
                     removed.add(name)
                     changed = True
+        # EventBridge rules that start a state machine are made once the machine exists.
+        self._machine_rules = {
+            n: cfn["Resources"][n] for n in removed if cfn["Resources"][n]["Type"] == "AWS::Events::Rule"
+        }
         for name in removed:
             cfn["Resources"].pop(name, None)
         cfn["Outputs"] = {k: v for k, v in cfn.get("Outputs", {}).items() if not _references(v, removed)}
         return cfn, machines
+
+    def _name_machines(
+        self, cfn: dict[str, Any], machines: dict[str, dict[str, Any]], env: Environment
+    ) -> dict[str, Any]:
+        """A kept resource (a function's role) that refers to a state machine gets the ARN
+        the machine will have: it is created through the API after the stack."""
+        arns = {}
+        for name, machine in machines.items():
+            if self._condition_holds(machine, env):
+                machine_name = self._value(machine["Properties"].get("StateMachineName", name), env, {})
+                arns[name] = f"arn:aws:states:{env.region}:{ACCOUNT_ID}:stateMachine:{machine_name}"
+
+        def swap(value: Any) -> Any:
+            if isinstance(value, list):
+                return [swap(v) for v in value]
+            if isinstance(value, dict):
+                if set(value) == {"Ref"} and value["Ref"] in arns:
+                    return arns[value["Ref"]]
+                return {k: swap(v) for k, v in value.items()}
+            return value
+
+        return swap(cfn)
 
     def _create_state_machines(
         self, machines: dict[str, dict[str, Any]], env: Environment, stack: str
@@ -281,7 +307,34 @@ class Deployer:
                 "stateMachineArn"
             ]
             outputs[f"{name}Arn"] = arn
+            resources[name] = {"PhysicalResourceId": arn, "ResourceType": "AWS::StepFunctions::StateMachine"}
+        self._create_machine_rules(env, resources)
         return outputs
+
+    def _create_machine_rules(self, env: Environment, resources: dict[str, dict[str, str]]) -> None:
+        """The EventBridge rules whose target is a state machine (SAM's EventBridgeRule
+        events), through the EventBridge API, now that the machines exist."""
+        events = self.cloud.client("events", env.region)
+        for name, rule in self._machine_rules.items():
+            if not self._condition_holds(rule, env):
+                continue
+            props = rule["Properties"]
+            pattern = self._evaluate(props["EventPattern"], env)
+            events.put_rule(
+                Name=f"{env.stack_name}-{name}"[:64],
+                EventPattern=json.dumps(pattern),
+                State=props.get("State", "ENABLED"),
+                EventBusName=props.get("EventBusName", "default"),
+            )
+            targets = []
+            for target in props["Targets"]:
+                entry = {"Id": target["Id"], "Arn": self._value(target["Arn"], env, resources)}
+                if "RoleArn" in target:
+                    entry["RoleArn"] = self._value(target["RoleArn"], env, resources)
+                if "Input" in target:
+                    entry["Input"] = target["Input"]
+                targets.append(entry)
+            events.put_targets(Rule=f"{env.stack_name}-{name}"[:64], Targets=targets)
 
     def _condition_holds(self, resource: dict[str, Any], env: Environment) -> bool:
         condition = resource.get("Condition")
@@ -316,6 +369,10 @@ class Deployer:
                 return f"arn:aws:lambda:{env.region}:{ACCOUNT_ID}:function:{physical}"
             if kind == "AWS::IAM::Role" and attribute == "Arn":
                 return f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}"
+            if kind == "AWS::SQS::Queue" and attribute == "Arn":
+                return f"arn:aws:sqs:{env.region}:{ACCOUNT_ID}:{physical.rsplit('/', 1)[-1]}"
+            if kind == "AWS::S3::Bucket" and attribute == "Arn":
+                return f"arn:aws:s3:::{physical}"
             raise ValueError(f"sandbox cannot resolve GetAtt {logical}.{attribute}")
         if "Fn::Sub" in value:
             text = value["Fn::Sub"]
@@ -338,7 +395,9 @@ class Deployer:
         for name, resource in self.sam["Resources"].items():
             if resource["Type"] != "AWS::S3::Bucket" or not self._condition_holds(resource, env):
                 continue
-            props = self._evaluate(resource["Properties"], env)
+            # Replication is S3Replicator's (`replication_rules`); the rest is applied here.
+            applied = {k: v for k, v in resource["Properties"].items() if k != "ReplicationConfiguration"}
+            props = self._evaluate(applied, env, resources)
             bucket = resources[name]["PhysicalResourceId"]
             s3 = self.cloud.client("s3", env.region)
             if "VersioningConfiguration" in props:
@@ -362,6 +421,39 @@ class Deployer:
                     Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
                 )
 
+    def _subscribe_and_set_queue_policies(
+        self, env: Environment, resources: dict[str, dict[str, str]]
+    ) -> None:
+        """AWS::SNS::Subscription and AWS::SQS::QueuePolicy: moto's CloudFormation skips
+        both. Make them through the SNS and SQS APIs, as CloudFormation would."""
+        for name, resource in self.sam["Resources"].items():
+            if not self._condition_holds(resource, env):
+                continue
+            if resource["Type"] == "AWS::SQS::QueuePolicy":
+                props = self._evaluate(resource["Properties"], env, resources)
+                sqs = self.cloud.client("sqs", env.region)
+                for queue_url in props["Queues"]:
+                    sqs.set_queue_attributes(
+                        QueueUrl=queue_url, Attributes={"Policy": json.dumps(props["PolicyDocument"])}
+                    )
+            elif resource["Type"] == "AWS::SNS::Subscription":
+                props = self._evaluate(resource["Properties"], env, resources)
+                attributes = {}
+                if props.get("RawMessageDelivery") in (True, "true"):
+                    attributes["RawMessageDelivery"] = "true"
+                if "FilterPolicy" in props:
+                    attributes["FilterPolicy"] = json.dumps(props["FilterPolicy"])
+                    attributes["FilterPolicyScope"] = props.get("FilterPolicyScope", "MessageAttributes")
+                topic_region = props["TopicArn"].split(":")[3]
+                self.cloud.client("sns", topic_region).subscribe(
+                    TopicArn=props["TopicArn"],
+                    Protocol=props["Protocol"],
+                    Endpoint=props["Endpoint"],
+                    Attributes=attributes,
+                    ReturnSubscriptionArn=True,
+                )
+                logger.info("subscribed %s to %s (%s)", props["Endpoint"], props["TopicArn"], name)
+
     # --- S3 replication: moto stores ReplicationConfiguration and does nothing with it ------
 
     def replication_rules(self, env: Environment) -> list[ReplicationRule]:
@@ -373,7 +465,10 @@ class Deployer:
             if resource["Type"] != "AWS::S3::Bucket" or not self._condition_holds(resource, env):
                 continue
             props = resource["Properties"]
-            config = self._evaluate(props.get("ReplicationConfiguration"), env)
+            chosen = self._evaluate_if(props.get("ReplicationConfiguration"), env)
+            # The role is S3's to assume; the primary's (made by its second deploy) is not
+            # in the sandbox's stack, which is never updated.
+            config = self._evaluate({k: v for k, v in (chosen or {}).items() if k != "Role"}, env)
             if not config:
                 continue
             source = self._evaluate(props["BucketName"], env)
@@ -404,10 +499,25 @@ class Deployer:
             return None
         return location or "us-east-1"
 
-    def _evaluate(self, value: Any, env: Environment) -> Any:
-        """Fn::If, Fn::Sub (both forms), Ref and Fn::GetAtt of a bucket's properties."""
+    def _evaluate_if(self, value: Any, env: Environment) -> Any:
+        """The branch an Fn::If picks (the value itself when it is not one)."""
+        while isinstance(value, dict) and set(value) == {"Fn::If"}:
+            condition, yes, no = value["Fn::If"]
+            holds = evaluate_condition(
+                {"Condition": condition}, self._conditions, lambda ref: self._resolve({"Ref": ref}, env)
+            )
+            value = yes if holds else no
+        if isinstance(value, dict) and value.get("Ref") == "AWS::NoValue":
+            return None
+        return value
+
+    def _evaluate(
+        self, value: Any, env: Environment, resources: dict[str, dict[str, str]] | None = None
+    ) -> Any:
+        """Fn::If, Fn::Sub (both forms), Ref and Fn::GetAtt in a resource's properties."""
+        resources = resources or {}
         if isinstance(value, list):
-            return [self._evaluate(v, env) for v in value]
+            return [self._evaluate(v, env, resources) for v in value]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
@@ -417,24 +527,27 @@ class Deployer:
                 holds = evaluate_condition(
                     {"Condition": condition}, self._conditions, lambda ref: self._resolve({"Ref": ref}, env)
                 )
-                return self._evaluate(yes if holds else no, env)
+                return self._evaluate(yes if holds else no, env, resources)
             if key == "Ref":
                 if arg == "AWS::NoValue":
                     return None
-                return self._value({"Ref": arg}, env, {})
+                return self._value({"Ref": arg}, env, resources)
+            if key == "Fn::GetAtt":
+                return self._value({"Fn::GetAtt": arg}, env, resources)
             if key == "Fn::Sub":
                 text, variables = (arg, {}) if isinstance(arg, str) else arg
-                names = {k: self._evaluate(v, env) for k, v in variables.items()}
-                return re.sub(
-                    r"\$\{([\w:.]+)\}",
-                    lambda m: (
-                        str(names[m.group(1)])
-                        if m.group(1) in names
-                        else self._value({"Ref": m.group(1)}, env, {})
-                    ),
-                    text,
-                )
-        return {k: self._evaluate(v, env) for k, v in value.items()}
+                names = {k: self._evaluate(v, env, resources) for k, v in variables.items()}
+
+                def name(found: re.Match[str]) -> str:
+                    ref = found.group(1)
+                    if ref in names:
+                        return str(names[ref])
+                    if "." in ref:
+                        return self._value({"Fn::GetAtt": ref.split(".", 1)}, env, resources)
+                    return self._value({"Ref": ref}, env, resources)
+
+                return re.sub(r"\$\{([\w:.]+)\}", name, text)
+        return {k: self._evaluate(v, env, resources) for k, v in value.items()}
 
     # --- Functions and routes ---------------------------------------------------------------
 
@@ -519,6 +632,7 @@ class Deployer:
         self._check_access_logging(cfn, env)
         self._create_global_table(cfn, env)
         stripped, machines = self._strip(cfn)
+        stripped = self._name_machines(stripped, machines, env)
         client = self.cloud.client("cloudformation", env.region)
         parameters = [
             {"ParameterKey": k, "ParameterValue": v}
@@ -529,7 +643,7 @@ class Deployer:
             StackName=env.stack_name,
             TemplateBody=json.dumps(stripped),
             Parameters=parameters,
-            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+            Capabilities=["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
         described = client.describe_stacks(StackName=env.stack_name)["Stacks"][0]
         if described["StackStatus"] != "CREATE_COMPLETE":
@@ -543,6 +657,7 @@ class Deployer:
         resources = self._stack_resources(env, env.stack_name)
         self._set_account_settings(cfn, env, resources)
         self._configure_buckets(env, resources)
+        self._subscribe_and_set_queue_policies(env, resources)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
         self._register_functions(env, resources)
         schedules = self._schedules(env, resources)

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from sandbox import rekognition, sns_delivery
 from sandbox.apigateway import RegionalApi
 from sandbox.cloud import CREDENTIALS, Cloud, check_port_free
 from sandbox.deploy import Deployer, Deployment, read_samconfig
@@ -27,6 +28,7 @@ from sandbox.functions import DEFAULT_CONTAINERS, FunctionError, Runtime, connec
 from sandbox.replication import GlobalTableReplicator, S3Replicator
 from sandbox.router import GlobalEndpointServer, GlobalRouter, HealthChecker
 from sandbox.schedules import Scheduler
+from sandbox.sqs_pollers import SqsPoller, list_sqs_mappings
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +66,8 @@ class Sandbox:
         self.schedulers: list[Scheduler] = []
         self.replicator: GlobalTableReplicator | None = None
         self.s3_replicator: S3Replicator | None = None
+        self.sqs_pollers: list[SqsPoller] = []
+        self.rekognition = rekognition.RekognitionEmulator()
         self.health: HealthChecker | None = None
         self.global_endpoint: GlobalEndpointServer | None = None
         self.admin: ThreadingHTTPServer | None = None
@@ -84,6 +88,7 @@ class Sandbox:
         started = time.monotonic()
         self._check_ports()
         self.cloud.start()
+        rekognition.install(self.rekognition)
         self.timings["aws"] = time.monotonic() - started
 
         # Each app region's API port is known before deploying, so fenced writes can name
@@ -141,6 +146,17 @@ class Sandbox:
                 api.start()
                 self.apis[region] = api
                 deployment.outputs["ApiUrl"] = api.url
+            mappings = list_sqs_mappings(self.cloud.client("lambda", deployment.environment.region))
+            if mappings:
+                poller = SqsPoller(
+                    self.runtime,
+                    self.faults,
+                    lambda r: self.cloud.client("sqs", r, read_timeout=10, connect_timeout=2),
+                    mappings,
+                    wait_seconds=1,
+                )
+                poller.start()
+                self.sqs_pollers.append(poller)
             if deployment.schedules:
                 scheduler = Scheduler(self.runtime, self.faults, deployment.schedules)
                 scheduler.start()
@@ -188,6 +204,9 @@ class Sandbox:
             "faults": self.faults.snapshot(),
             "replication": self.replicator.stats() if self.replicator else None,
             "s3Replication": self.s3_replicator.stats() if self.s3_replicator else None,
+            "sqsPollers": {k: v for p in self.sqs_pollers for k, v in p.stats().items()},
+            "snsDeliveries": sns_delivery.stats(),
+            "rekognition": self.rekognition.stats(),
             "health": self.health.status() if self.health else None,
             "invocations": self.runtime.invocations,
             "functions": self.runtime.stats(),
@@ -240,10 +259,11 @@ class Sandbox:
                     if not isinstance(body, dict):
                         raise ValueError("the body must be a JSON object")
                     if self.path == "/faults":
-                        self._json(
-                            200,
-                            sandbox.faults.apply_command(str(body["command"]), list(body.get("args", []))),
-                        )
+                        command, args = str(body["command"]), list(body.get("args", []))
+                        if command.strip().lower().startswith("rekognition-"):
+                            self._json(200, sandbox.rekognition.apply_command(command, args))
+                        else:
+                            self._json(200, sandbox.faults.apply_command(command, args))
                     elif self.path == "/invoke":
                         self._json(
                             200, sandbox.invoke(body["function"], body["region"], body.get("event", {}))
@@ -298,6 +318,7 @@ class Sandbox:
         parts = (
             self.global_endpoint,
             self.health,
+            *self.sqs_pollers,
             self.s3_replicator,
             self.replicator,
             *self.schedulers,
@@ -308,7 +329,7 @@ class Sandbox:
                 stoppers.append(part.stop)
         if self.runtime is not None:
             stoppers.append(self.runtime.stop)
-        stoppers.append(self.cloud.stop)
+        stoppers += [rekognition.uninstall, self.rekognition.close, self.cloud.stop]
         for stop in stoppers:
             try:
                 stop()

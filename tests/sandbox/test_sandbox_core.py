@@ -21,6 +21,7 @@ from sandbox.cloud import Cloud
 from sandbox.deploy import Route
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionError, FunctionSpec, Runtime, connect_moto_lambda
+from sandbox.sqs_pollers import SqsPoller, list_sqs_mappings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "echo"
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,8 +354,16 @@ def test_sqs_and_stream_mappings_reach_the_handler(tmp_path: Path) -> None:
             "QueueArn"
         ]
         lam.create_event_source_mapping(EventSourceArn=queue_arn, FunctionName="recorder", BatchSize=1)
-
-        sqs.send_message(QueueUrl=queue, MessageBody="hello")
+        # Lambda's poller, as the sandbox runs it (moto's own delivery is off).
+        poller = SqsPoller(runtime, faults, lambda r: cloud.client("sqs", r), list_sqs_mappings(lam))
+        poller.start()
+        try:
+            sqs.send_message(QueueUrl=queue, MessageBody="hello")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (events_file.exists() and recorded(events_file)):
+                time.sleep(0.05)
+        finally:
+            poller.stop()
 
         events = recorded(events_file)
         assert [e["Records"][0]["body"] for e in events] == ["hello"]

@@ -33,7 +33,10 @@ def region_of(role: str) -> str:
 
 def test_the_default_environment_holds_what_every_region_shares() -> None:
     assert default("global")["stack_name"] == "multiregion-app"
-    assert set(default("deploy")["capabilities"].split()) == {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"}
+    assert set(default("deploy")["capabilities"].split()) == {
+        "CAPABILITY_NAMED_IAM",
+        "CAPABILITY_AUTO_EXPAND",
+    }
     assert default("deploy")["resolve_s3"] is True
     assert default("build") == {"cached": True, "parallel": True}
     assert default("validate")["lint"] is True

@@ -25,6 +25,8 @@ APP_FUNCTIONS = {
     "LeaseRenewerFunction",
     "ConflictResolverFunction",
     "PhotosApiFunction",
+    "TextDetectionFunction",
+    "TextNoticesFunction",
 }
 DOMAIN = {
     "DomainName": "api.example.com",
@@ -209,6 +211,10 @@ NO_RESOURCE_LEVEL = {
     "logs:PutResourcePolicy",
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
+    # Rekognition's text detection acts on S3 objects, not on a Rekognition resource.
+    "rekognition:DetectText",
+    "rekognition:StartTextDetection",
+    "rekognition:GetTextDetection",
 }
 
 

@@ -64,6 +64,8 @@ class Photo(BaseModel):
     updatedRegion: str
     epoch: int = 0
     revision: str | None = Field(default=None, exclude=True)
+    # The text-detection run that took the photo (an execution ARN: never shown publicly).
+    processingBy: str | None = Field(default=None, exclude=True)
 
 
 class StatusChange(BaseModel):
@@ -77,3 +79,4 @@ class StatusChange(BaseModel):
     text: list[TextLine] | None = None
     textTruncated: bool = False
     detectedIn: str | None = None
+    processingBy: str | None = None

@@ -42,6 +42,7 @@ def _from_record(record: dict[str, Any]) -> Photo:
             for line in record["text"]
         ]
     data["revision"] = record.get("revision")
+    data["processingBy"] = record.get("processingBy")
     return Photo.model_validate(data)
 
 
@@ -144,6 +145,8 @@ class PhotoRepository:
             fields["textTruncated"] = change.textTruncated
         if change.detectedIn is not None:
             fields["detectedIn"] = change.detectedIn
+        if change.processingBy is not None:
+            fields["processingBy"] = change.processingBy
         action = {
             "Update": {
                 "TableName": self._table.name,
@@ -158,4 +161,4 @@ class PhotoRepository:
             }
         }
         commit(self._table, action, _entry({"id": change.id, **fields}, current.revision), guard)
-        return _from_record({**current.model_dump(), **fields})
+        return _from_record({**current.model_dump(), "processingBy": current.processingBy, **fields})

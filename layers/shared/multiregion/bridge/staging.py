@@ -1,0 +1,49 @@
+"""The staged copy: an upload copied into the service region's staging bucket, where
+that region's Rekognition can read it (it reads S3 objects only in its own region).
+The staging bucket expires objects after a day, so a copy a failed cleanup left behind
+does not stay."""
+
+from __future__ import annotations
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from multiregion import aws
+from multiregion.aws import describe_error, error_code
+from multiregion.bridge.errors import ObjectRejected, ServiceThrottled
+from multiregion.bridge.models import Job
+
+STAGED_PREFIX = "staged"
+
+
+def staged_key(job: Job, home_region: str) -> str:
+    return f"{STAGED_PREFIX}/{home_region}/{job.key.rsplit('/', 1)[-1]}"
+
+
+def stage(job: Job, staging_bucket: str, home_region: str) -> Job:
+    """Copy the upload (the very version the event named) into the staging bucket."""
+    key = staged_key(job, home_region)
+    source = {"Bucket": job.bucket, "Key": job.key}
+    if job.versionId:
+        source["VersionId"] = job.versionId
+    s3 = aws.client("s3", job.detectIn, aws.CROSS_REGION_CONFIG)
+    try:
+        s3.copy_object(Bucket=staging_bucket, Key=key, CopySource=source)
+    except ClientError as error:
+        if error_code(error) in ("NoSuchKey", "NoSuchVersion", "404", "AccessDenied"):
+            raise ObjectRejected(f"staging {job.key}: {describe_error(error)}") from None
+        raise ServiceThrottled(f"staging {job.key}: {describe_error(error)}") from None
+    except BotoCoreError as error:
+        raise ServiceThrottled(f"staging {job.key}: {describe_error(error)}") from None
+    return job.model_copy(update={"stagedBucket": staging_bucket, "stagedKey": key})
+
+
+def unstage(job: Job) -> bool:
+    """Delete the staged copy; True when there was one. Deleting twice is harmless."""
+    if not (job.stagedBucket and job.stagedKey):
+        return False
+    s3 = aws.client("s3", job.detectIn, aws.CROSS_REGION_CONFIG)
+    try:
+        s3.delete_object(Bucket=job.stagedBucket, Key=job.stagedKey)
+    except (ClientError, BotoCoreError) as error:
+        raise ServiceThrottled(f"deleting the staged copy {job.stagedKey}: {describe_error(error)}") from None
+    return True
