@@ -29,6 +29,7 @@ help:
 	@echo "make drill                   failover + failback under concurrent writers -> bench/results/drill.json"
 	@echo "make bench                   sandbox start-up, routing overhead, throughput -> bench/results/sandbox.json"
 	@echo "                             failover steps over 200,000 items -> bench/results/failover_scale.json"
+	@echo "                             text detection through the bridge -> bench/results/bridge.json"
 	@echo "make chaos [SEEDS=20|SEED=n] seeded faults + load, invariants checked -> bench/results/chaos.json"
 	@echo "make build                   sam build"
 	@echo "make deploy REGION=<region>  sam build && sam deploy --region REGION; the region decides its role"
@@ -78,6 +79,7 @@ drill: venv
 bench: venv
 	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.sandbox_bench
 	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.failover_scale
+	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.bridge_bench
 
 # SEED=n replays one seed's exact schedule; SEEDS=N runs seeds 1..N (default 20).
 chaos: venv

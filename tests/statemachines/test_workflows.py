@@ -69,9 +69,21 @@ def clean_state(target: Target) -> Iterator[None]:
     for region in target.outputs:
         table = target.control_table(region)
         for record in table.scan(ProjectionExpression="pk, sk")["Items"]:
-            table.delete_item(Key={"pk": record["pk"], "sk": record["sk"]})
+            delete_retrying(table, {"pk": record["pk"], "sk": record["sk"]})
     target.reset_metrics()
     settle(target)
+
+
+def delete_retrying(table: Any, key: dict[str, str], attempts: int = 20) -> None:
+    """Delete one record; the lease renewer's transactions may hold it for a moment
+    (DynamoDB refuses a write of an item an ongoing transaction holds)."""
+    for _ in range(attempts - 1):
+        try:
+            table.delete_item(Key=key)
+            return
+        except table.meta.client.exceptions.TransactionConflictException:
+            time.sleep(0.05)
+    table.delete_item(Key=key)
 
 
 def wait_for_writer(target: Target, timeout: float = 30.0) -> None:
