@@ -278,3 +278,18 @@ def test_a_notice_after_the_run_gave_up_is_acknowledged(waiting_video: Any, lamb
     assert notices_app.lambda_handler(notice_event(photo_id, job_id, "FAILED"), lambda_context) == {
         "batchItemFailures": []
     }
+
+
+def test_residency_can_forbid_processing_and_the_photo_says_so(
+    bridge: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one policy function decides; the default allows, a jurisdiction may refuse."""
+    from multiregion import residency
+
+    monkeypatch.setattr(residency, "allows", lambda action, home, region: action != "process")
+    job = run("begin", detail=declared_upload(PNG), executionId=EXECUTION)
+
+    assert job["skip"] == "residency"
+    record = photo_status(job["photoId"])
+    assert (record["status"], record["reason"]) == ("SKIPPED_RESIDENCY", f"may not be processed in {SERVICE}")
+    assert staged() == []

@@ -361,6 +361,46 @@ def test_catch_up_checks_photo_records_under_their_own_key(replicas: dict[str, A
     assert catchup.catch_up(plan, fenced_at(5), get_settings()).complete is True
 
 
+def test_catch_up_waits_for_a_photo_upload_not_only_its_record(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record replicated, the object not yet (S3 replication is ordered with nothing):
+    the proof names the photo until its upload is in this region's bucket too."""
+    buckets = {region: f"app-photos-123456789012-{region}" for region in (PRIMARY, SECONDARY)}
+    for region, bucket in buckets.items():
+        boto3.client("s3", region_name=region).create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+        )
+    monkeypatch.setenv("PHOTOS_BUCKET", buckets[SECONDARY])
+    put_replication_latency(100.0)
+    photo, unsent = "9" * 32, "8" * 32
+    key = f"uploads/{PRIMARY}/{photo}.png"
+    for photo_id in (photo, unsent):
+        entry = JournalEntry(
+            id=photo_id,
+            kind="PHOTO",
+            op="put",
+            version=1,
+            revision=f"r-{photo_id[0]}",
+            updatedAt=now_iso(-2),
+            image={"objectKey": f"uploads/{PRIMARY}/{photo_id}.png"},
+        )
+        shard = permits.shard_of(photo_id, get_settings().write_shards)
+        control_table(PRIMARY).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
+        replicas[SECONDARY].put_item(
+            Item=item_record(PRIMARY, photo_id, f"r-{photo_id[0]}", now_iso(-2), kind="PHOTO")
+        )
+    boto3.client("s3", region_name=PRIMARY).put_object(Bucket=buckets[PRIMARY], Key=key, Body=b"png")
+    plan = make_plan()
+
+    waiting = catchup.catch_up(plan, fenced_at(5), get_settings())
+
+    # `unsent` was declared and never uploaded: nothing to wait for.
+    assert (waiting.complete, waiting.pendingIds, waiting.pendingObjects) == (False, [], [photo])
+    boto3.client("s3", region_name=SECONDARY).put_object(Bucket=buckets[SECONDARY], Key=key, Body=b"png")
+    assert catchup.catch_up(plan, fenced_at(5), get_settings()).complete is True
+
+
 def test_an_older_write_of_the_same_item_does_not_count_as_caught_up(replicas: dict[str, Any]) -> None:
     put_replication_latency(100.0)
     item = "c" * 32

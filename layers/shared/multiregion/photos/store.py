@@ -50,7 +50,9 @@ def _revision() -> str:
     return uuid.uuid4().hex[:REVISION_CHARS]
 
 
-def _entry(record: dict[str, Any], base: str | None) -> JournalEntry:
+def _entry(record: dict[str, Any], object_key: str, base: str | None) -> JournalEntry:
+    """The journal entry of a photo write; it names the photo's object, so failover's
+    catch-up can check the upload itself arrived, not only the record."""
     return JournalEntry(
         id=record["id"],
         kind=PHOTO_KIND,
@@ -59,6 +61,7 @@ def _entry(record: dict[str, Any], base: str | None) -> JournalEntry:
         revision=record["revision"],
         updatedAt=record["updatedAt"],
         baseRevision=base,
+        image={"objectKey": object_key},
     )
 
 
@@ -98,7 +101,7 @@ class PhotoRepository:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        commit(self._table, action, _entry(record, None), guard)
+        commit(self._table, action, _entry(record, record["objectKey"], None), guard)
         return _from_record(record)
 
     def get(self, photo_id: str) -> Photo:
@@ -160,5 +163,10 @@ class PhotoRepository:
                 },
             }
         }
-        commit(self._table, action, _entry({"id": change.id, **fields}, current.revision), guard)
+        commit(
+            self._table,
+            action,
+            _entry({"id": change.id, **fields}, current.objectKey, current.revision),
+            guard,
+        )
         return _from_record({**current.model_dump(), "processingBy": current.processingBy, **fields})

@@ -29,6 +29,14 @@ def object_key(region: str, photo_id: str, extension: str) -> str:
     return f"{UPLOAD_PREFIX}/{region}/{photo_id}.{extension}"
 
 
+def peer_bucket(bucket: str, region: str, other_region: str) -> str:
+    """The other app region's photos bucket: the same name with the other region at the end
+    (template.yaml names them `<stack>-photos-<account>-<region>`)."""
+    if not bucket.endswith(f"-{region}"):
+        raise ValueError(f"photos bucket {bucket!r} does not end with its region {region!r}")
+    return bucket[: -len(region)] + other_region
+
+
 def presigned_upload(s3: Any, bucket: str, key: str, content_type: str, max_bytes: int) -> Upload:
     expires = datetime.now(UTC) + timedelta(seconds=UPLOAD_EXPIRY_SECONDS)
     post = s3.generate_presigned_post(

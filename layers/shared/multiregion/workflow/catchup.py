@@ -32,6 +32,7 @@ from multiregion import aws, control, journal
 from multiregion.aws import describe_error
 from multiregion.clock import utc_now_iso
 from multiregion.journal import JournalEntry
+from multiregion.photos.uploads import peer_bucket
 from multiregion.settings import Settings
 from multiregion.workflow.errors import CatchUpTooSlow
 from multiregion.workflow.models import CatchUp, Fence, Gate, Plan
@@ -92,6 +93,44 @@ def _missing_in(client: Any, table_name: str, entries: list[JournalEntry]) -> li
             found[record["pk"]] = record
         request = page.get("UnprocessedKeys") or {}
     return [e.id for e, key in zip(entries, keys, strict=True) if not _reflected(e, found.get(key["pk"]))]
+
+
+def _objects_missing(settings: Settings, source_region: str, entries: list[JournalEntry]) -> list[str]:
+    """Ids of the window's photos whose upload the region being left holds and this
+    region's bucket does not yet (S3 replication orders nothing either). A photo not
+    uploaded there is nothing to wait for; a source that does not answer cannot prove the
+    upload is here, so it counts as missing."""
+    photos = {
+        e.id: str(e.image["objectKey"])
+        for e in entries
+        if e.kind == "PHOTO" and (e.image or {}).get("objectKey")
+    }
+    if not photos or not settings.photos_bucket:
+        return []
+    here = aws.client("s3", settings.region)
+    there = aws.client("s3", source_region, aws.CROSS_REGION_CONFIG)
+    source = peer_bucket(settings.photos_bucket, settings.region, source_region)
+
+    def missing(item: tuple[str, str]) -> str | None:
+        photo_id, key = item
+        try:
+            if _object_exists(here, settings.photos_bucket, key):
+                return None
+            return photo_id if _object_exists(there, source, key) else None
+        except (ClientError, BotoCoreError):
+            return photo_id  # not proven here: the next poll asks again
+
+    return [found for found in _executor.map(missing, sorted(photos.items())) if found]
+
+
+def _object_exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
 
 
 def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float) -> Gate:
@@ -188,12 +227,14 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
             deadlinePassed=deadline_passed,
         )
     missing = sorted(_missing(settings, entries))
+    objects = sorted(_objects_missing(settings, plan.fenceRegion, entries))
     return CatchUp(
-        complete=not missing and gate.open,
+        complete=not missing and not objects and gate.open,
         journalRead=True,
         checked=len(entries),
-        pending=len(missing),
+        pending=len(missing) + len(objects),
         pendingIds=missing[:MAX_LISTED],
+        pendingObjects=objects[:MAX_LISTED],
         window=window,
         gate=gate,
         at=utc_now_iso(),

@@ -102,6 +102,8 @@ class CatchUp(BaseModel):
     checked: int = 0
     pending: int = 0
     pendingIds: list[str] = Field(default_factory=list)
+    # Photos whose upload is in the region being left and not yet in this one's bucket.
+    pendingObjects: list[str] = Field(default_factory=list)
     window: dict[str, str | None] = Field(default_factory=dict)
     gate: Gate
     at: str

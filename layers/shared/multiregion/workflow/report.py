@@ -55,7 +55,8 @@ def report(document: dict[str, Any]) -> dict[str, Any]:
             "known": caught.journalRead,
             "count": caught.pending if caught.journalRead else None,
             "missingHere": caught.pendingIds,
-            "truncated": caught.pending > len(caught.pendingIds),
+            "photoUploadsMissingHere": caught.pendingObjects,
+            "truncated": caught.pending > len(caught.pendingIds) + len(caught.pendingObjects),
             "window": caught.window,
             "reason": caught.error,
         }
