@@ -290,7 +290,7 @@ def test_an_event_for_an_undeclared_object_fails_at_begin(target: Target) -> Non
     (run,) = finished(target, key)
 
     assert run["status"] == "FAILED"
-    assert run["states"] == ["Begin", "NotAnUpload"]
+    assert run["states"] == ["Begin", "BeginRefused"]
 
 
 def test_a_photo_and_its_text_are_readable_in_the_other_app_region(target: Target) -> None:

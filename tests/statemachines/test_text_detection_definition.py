@@ -72,7 +72,7 @@ def test_every_failure_after_begin_is_recorded_then_the_staged_copy_deleted() ->
         (catch,) = state["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"], name
         if name == "Begin":
-            assert catch["Next"] == "NotAnUpload"  # nothing was taken, nothing to record
+            assert catch["Next"] == "BeginRefused"  # nothing was taken, nothing to record
         elif name in ("RecordFailure",):
             assert catch["Next"] == "DeleteStagedCopyAfterFailure"
         elif name == "DeleteStagedCopy":

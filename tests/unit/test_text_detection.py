@@ -162,6 +162,8 @@ def test_an_object_larger_than_declared_is_refused(bridge: Any) -> None:
     detail["object"]["size"] = len(PNG) + 1
     with pytest.raises(ObjectRejected, match="not what was declared"):
         run("begin", detail=detail, executionId=EXECUTION)
+    photo_id = detail["object"]["key"].rsplit("/", 1)[-1].split(".")[0]
+    assert photo_status(photo_id)["status"] == "FAILED"
 
 
 def test_the_sample_begin_event_names_every_field_the_step_needs(bridge: Any) -> None:

@@ -79,7 +79,10 @@ def begin(detail: dict[str, Any], execution_id: str, settings: Settings, bridge:
     media = media_type(photo.contentType)
     size = int(obj.get("size", 0))
     if media is None or size > min(photo.size, media.max_bytes):
-        raise ObjectRejected(f"photo {photo_id}: the object ({size} bytes) is not what was declared")
+        # Not through its presigned POST (which pins the size): refuse it, and say so.
+        reason = f"ObjectRejected: the object ({size} bytes) is not what was declared ({photo.size} bytes)"
+        _change(settings, StatusChange(id=photo_id, status="FAILED", reason=reason))
+        raise ObjectRejected(f"photo {photo_id}: {reason}")
     _change(settings, StatusChange(id=photo_id, status="PROCESSING", processingBy=execution_id))
     return job
 
