@@ -441,6 +441,8 @@ class Deployer:
                 attributes = {}
                 if props.get("RawMessageDelivery") in (True, "true"):
                     attributes["RawMessageDelivery"] = "true"
+                if "RedrivePolicy" in props:
+                    attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
                 if "FilterPolicy" in props:
                     attributes["FilterPolicy"] = json.dumps(props["FilterPolicy"])
                     attributes["FilterPolicyScope"] = props.get("FilterPolicyScope", "MessageAttributes")
