@@ -238,6 +238,31 @@ def test_an_object_the_service_refuses_ends_failed_without_retrying(target: Targ
     assert staged_copies(target) == []
 
 
+def test_a_staged_copy_that_cannot_be_deleted_ends_staged_copy_left(target: Target) -> None:
+    """The text is stored; the delete fails for good (the staging bucket is gone): the run
+    says so, and the bucket's one-day expiry is what removes a copy left this way."""
+    service = service_region(target)
+    s3 = target.client("s3", service)
+    bucket = target.outputs[service]["StagingBucketName"]
+    target.fault("rekognition-notice-delay", "3")
+    declared = declare(target, "video/mp4", len(mp4("LEFT")))
+    upload(declared, mp4("LEFT"), "video/mp4")
+    deadline = time.monotonic() + 20  # the job has read the staged copy: it is waiting for the notice
+    while time.monotonic() < deadline and not target.admin_status()["rekognition"]["jobsInProgress"]:
+        time.sleep(0.05)
+    for key in staged_copies(target):
+        s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+    try:
+        (run,) = finished(target, declared["photo"]["objectKey"])
+    finally:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": service})
+
+    assert run["status"] == "FAILED"
+    assert run["states"][-3:] == ["StoreResults", "DeleteStagedCopy", "StagedCopyLeft"]
+    assert photo_in(target, declared["photo"]["id"])["status"] == "DONE"
+
+
 def test_an_unsupported_type_is_refused_before_any_upload(target: Target) -> None:
     url = target.region_urls[target.primary]
     response = requests.post(f"{url}/photos", json={"contentType": "image/gif", "size": 10}, timeout=TIMEOUT)

@@ -20,6 +20,10 @@ class ObjectRejected(BridgeError):
     """The service refused the object (format, size, missing): retrying will not help."""
 
 
+class StagingUnavailable(BridgeError):
+    """The staging bucket is gone or refuses this function: retrying will not help."""
+
+
 class TextDetectionFailed(BridgeError):
     """The video job ended FAILED or ERROR (its completion notice said so)."""
 

@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from multiregion import aws
 from multiregion.aws import describe_error, error_code
-from multiregion.bridge.errors import ObjectRejected, ServiceThrottled
+from multiregion.bridge.errors import ObjectRejected, ServiceThrottled, StagingUnavailable
 from multiregion.bridge.models import Job
 
 STAGED_PREFIX = "staged"
@@ -42,8 +42,14 @@ def unstage(job: Job) -> bool:
     if not (job.stagedBucket and job.stagedKey):
         return False
     s3 = aws.client("s3", job.detectIn, aws.CROSS_REGION_CONFIG)
+    what = f"deleting the staged copy {job.stagedKey}"
     try:
         s3.delete_object(Bucket=job.stagedBucket, Key=job.stagedKey)
-    except (ClientError, BotoCoreError) as error:
-        raise ServiceThrottled(f"deleting the staged copy {job.stagedKey}: {describe_error(error)}") from None
+    except ClientError as error:
+        if error_code(error) in ("NoSuchBucket", "AccessDenied"):
+            # A retry will not bring the bucket or the permission back: say so now.
+            raise StagingUnavailable(f"{what}: {describe_error(error)}") from None
+        raise ServiceThrottled(f"{what}: {describe_error(error)}") from None
+    except BotoCoreError as error:
+        raise ServiceThrottled(f"{what}: {describe_error(error)}") from None
     return True
