@@ -343,3 +343,53 @@ def test_a_fresh_region_gets_the_cloudwatch_role_by_default() -> None:
 
     assert parameter["Default"] == "create"
     assert parameter["AllowedValues"] == ["create", "existing"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "service_has", "app_has"),
+    [
+        # The default: both capabilities in the service region, through the bridge.
+        ({}, {"StagingBucket", "TextNoticeTopic", "RekognitionNoticeRole", "UndeliveredNoticeQueue"}, set()),
+        # Videos at home: the app region gets its own topic and role; images still staged.
+        (
+            {"VideoTextDetection": "home"},
+            {"StagingBucket"},
+            {"HomeTextNoticeTopic", "HomeRekognitionNoticeRole", "HomeTextNoticeSubscription"},
+        ),
+        # Both at home: nothing of the bridge in the service region.
+        (
+            {"VideoTextDetection": "home", "ImageTextDetection": "home"},
+            set(),
+            {"HomeTextNoticeTopic", "HomeRekognitionNoticeRole", "HomeTextNoticeSubscription"},
+        ),
+    ],
+)
+def test_where_text_detection_runs_is_configuration(
+    overrides: dict[str, str], service_has: set[str], app_has: set[str]
+) -> None:
+    bridge = {
+        "StagingBucket",
+        "TextNoticeTopic",
+        "RekognitionNoticeRole",
+        "UndeliveredNoticeQueue",
+        "PrimaryTextNoticeSubscription",
+        "HomeTextNoticeTopic",
+        "HomeRekognitionNoticeRole",
+        "HomeTextNoticeSubscription",
+    }
+    defaults = cfn.defaults()
+    service = set(cfn.resources_for(defaults["ServiceRegion"], **overrides)) & bridge
+    app = set(cfn.resources_for(defaults["PrimaryRegion"], **overrides)) & bridge
+    assert service_has <= service and not (service - service_has - {"PrimaryTextNoticeSubscription"})
+    assert app == app_has
+    function = cfn.resources_for(defaults["PrimaryRegion"], **overrides)["TextDetectionFunction"]
+    variables = cfn.resolve(
+        function["Properties"]["Environment"]["Variables"], defaults["PrimaryRegion"], **overrides
+    )
+    topic_region = (
+        defaults["PrimaryRegion"]
+        if overrides.get("VideoTextDetection") == "home"
+        else defaults["ServiceRegion"]
+    )
+    assert f":sns:{topic_region}:" in variables["NOTICE_TOPIC_ARN"]
+    assert variables["IMAGE_TEXT_AT"] == overrides.get("ImageTextDetection", "service")
