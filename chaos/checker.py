@@ -346,6 +346,11 @@ def one_writer(history: History) -> list[Violation]:
     for write in history.attempts:
         if not write.acknowledged or write.region is None:
             continue
+        if write.kind == "create" and write.status == 200:
+            # An idempotent replay (POST /items answers 200, not 201): the serving region
+            # wrote nothing; the answer carries the stamps of the write that created the
+            # item, perhaps in another region under an older epoch (seed 70's "I2").
+            continue
         current = _effective(changes, write.start)
         after_takeover = current.state != "FENCED" and write.region not in current.writers
         under = writers_at.get(write.epoch) if write.epoch is not None else None

@@ -118,6 +118,18 @@ def test_i2_a_passive_region_acknowledging_is_caught() -> None:
     assert check(b.build()).invariants() == ["I2"]
 
 
+def test_i2_an_idempotent_replay_by_the_new_writer_is_not_a_write() -> None:
+    """Seed 70: a create retried through the global endpoint after the promote lands in the
+    new writer, which finds the item the old writer created under epoch 0 and answers
+    200 with its stamps. Nothing was written there; a 201 with those stamps would be."""
+    b = clean()
+    b.create(17.5, "t1", region=S, status=200, epoch=0)
+    assert "I2" not in check(b.build()).invariants()
+    b.create(17.6, "t9", region=S, status=201, epoch=0, item="d" * 32)
+    b.stored("t9", 1, item="d" * 32)
+    assert "I2" in check(b.build()).invariants()
+
+
 def test_i2_does_not_apply_to_active_active() -> None:
     b = Builder("active-active")
     b.create(1.0, "t1", region=S)
