@@ -164,6 +164,16 @@ def test_a_video_ends_done_through_the_notice_and_the_task_token(target: Target)
     assert staged_copies(target) == []
 
 
+def failed_in(target: Target, run: dict[str, Any], declared: dict[str, Any], state: str) -> dict[str, Any]:
+    """The run failed in `state`, recorded FAILED, and deleted the staged copy: the photo."""
+    assert run["status"] == "FAILED"
+    assert run["states"][-4:] == [state, "RecordFailure", "DeleteStagedCopyAfterFailure", "DetectionFailed"]
+    photo = photo_in(target, declared["photo"]["id"])
+    assert photo["status"] == "FAILED"
+    assert staged_copies(target) == []
+    return photo
+
+
 def test_a_failed_video_job_ends_failed_and_the_copy_is_deleted(target: Target) -> None:
     target.fault("rekognition-fail-jobs", "1")
     declared = declare(target, "video/mp4", len(mp4("X")))
@@ -171,17 +181,8 @@ def test_a_failed_video_job_ends_failed_and_the_copy_is_deleted(target: Target) 
 
     (run,) = finished(target, declared["photo"]["objectKey"])
 
-    assert run["status"] == "FAILED"
-    assert run["states"][-4:] == [
-        "DetectVideoText",
-        "RecordFailure",
-        "DeleteStagedCopyAfterFailure",
-        "DetectionFailed",
-    ]
-    photo = photo_in(target, declared["photo"]["id"])
-    assert photo["status"] == "FAILED"
+    photo = failed_in(target, run, declared, "DetectVideoText")
     assert photo["reason"].startswith("TextDetectionFailed")
-    assert staged_copies(target) == []
 
 
 def test_a_dropped_notice_times_out_and_ends_failed(target: Target) -> None:
@@ -191,18 +192,9 @@ def test_a_dropped_notice_times_out_and_ends_failed(target: Target) -> None:
 
     (run,) = finished(target, declared["photo"]["objectKey"])
 
-    assert run["status"] == "FAILED"
-    assert run["states"][-4:] == [
-        "DetectVideoText",
-        "RecordFailure",
-        "DeleteStagedCopyAfterFailure",
-        "DetectionFailed",
-    ]
-    photo = photo_in(target, declared["photo"]["id"])
-    assert photo["status"] == "FAILED"
+    photo = failed_in(target, run, declared, "DetectVideoText")
     assert photo["reason"].startswith("States.")  # the wait's timeout
     assert "Timeout" in photo["reason"]
-    assert staged_copies(target) == []
 
 
 def test_a_duplicate_notice_is_processed_once(target: Target) -> None:
@@ -227,15 +219,7 @@ def test_an_object_the_service_refuses_ends_failed_without_retrying(target: Targ
 
     (run,) = finished(target, declared["photo"]["objectKey"])
 
-    assert run["status"] == "FAILED"
-    assert run["states"][-4:] == [
-        "DetectImageText",
-        "RecordFailure",
-        "DeleteStagedCopyAfterFailure",
-        "DetectionFailed",
-    ]
-    assert photo_in(target, declared["photo"]["id"])["reason"].startswith("ObjectRejected")
-    assert staged_copies(target) == []
+    assert failed_in(target, run, declared, "DetectImageText")["reason"].startswith("ObjectRejected")
 
 
 def test_a_staged_copy_that_cannot_be_deleted_ends_staged_copy_left(target: Target) -> None:
