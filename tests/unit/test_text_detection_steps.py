@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -295,3 +296,30 @@ def test_residency_can_forbid_processing_and_the_photo_says_so(
     record = photo_status(job["photoId"])
     assert (record["status"], record["reason"]) == ("SKIPPED_RESIDENCY", f"may not be processed in {SERVICE}")
     assert staged() == []
+
+
+def test_the_steps_handler_runs_the_sample_begin_event(
+    bridge: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sam local invoke TextDetectionFunction -e events/text_detection/begin.json`: the
+    photo the event names, declared and uploaded, is taken for the event's execution."""
+    from functions.text_detection import app as steps_app
+
+    event = load_event("text_detection/begin.json")
+    bucket, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
+    monkeypatch.setenv("PHOTOS_BUCKET", bucket)
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    photo_id = key.rsplit("/", 1)[-1].split(".")[0]
+    settings = get_settings()
+    repository = PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    declared = PhotoInput(contentType="image/png", size=event["detail"]["object"]["size"])
+    with monkeypatch.context() as patch:
+        patch.setattr(uuid, "uuid4", lambda: uuid.UUID(photo_id))
+        guarded(settings, lambda g: repository.create(declared, media_type("image/png"), REGION, g))
+
+    job = steps_app.lambda_handler(event, lambda_context)
+
+    assert (job["photoId"], job["executionId"], job["skip"]) == (photo_id, event["executionId"], None)
+    assert photo_status(photo_id)["status"] == "PROCESSING"
