@@ -23,6 +23,16 @@ logged and sent the same records again with the next write, and the write itself
 succeeds: in AWS a consumer's failure never fails a table write (moto's would answer 500
 for a write it has already applied). Everything else (record contents, the invocation
 through ``send_dynamodb_items``) stays moto's.
+
+``disable_moto_stream_mappings`` stops that sending altogether (records are still kept
+for every reader, and the mappings stay, listed by ListEventSourceMappings): moto would
+run the function inside the write, holding the region's DynamoDB lock
+(``sandbox.dynamodb_concurrency``) while it runs, so a function writing to another
+region's table could deadlock with that region's own mapped function, and every write
+would wait for the function. ``sandbox.stream_pollers`` then reads the streams as Lambda
+does, asynchronously. ``enable_moto_stream_mappings`` turns moto's sending back on; a
+mapping is then sent what it has not been sent yet, including the records written while
+sending was off.
 """
 
 from __future__ import annotations
@@ -31,11 +41,12 @@ import logging
 import threading
 from typing import Any
 
-__all__ = ["keep_stream_records"]
+__all__ = ["disable_moto_stream_mappings", "enable_moto_stream_mappings", "keep_stream_records"]
 
 _MARK = "sandbox_keeps_stream_records"
 _POSITIONS = "_sandbox_mapping_positions"  # on a StreamShard: mapping uuid -> next index
 _lock = threading.Lock()
+_sending = {"enabled": True}  # moto sends records to the mappings inside the write
 logger = logging.getLogger(__name__)
 
 
@@ -52,10 +63,27 @@ def keep_stream_records() -> None:
         with _lock:
             sequence = len(self.items) + self.starting_sequence_number
             self.items.append(StreamRecord(self.table, view_type, event_name, old, new, sequence))
-        _send_to_mappings(self)
+        if _sending["enabled"]:
+            _send_to_mappings(self)
 
     setattr(add, _MARK, True)
     StreamShard.add = add  # type: ignore[method-assign]
+
+
+def disable_moto_stream_mappings() -> None:
+    """Adapter: moto no longer invokes a table's stream mappings inside the write;
+    `sandbox.stream_pollers.StreamPoller` does, as Lambda does. Idempotent. Records are
+    still kept for every reader (`keep_stream_records` is applied); the mappings stay."""
+    keep_stream_records()
+    with _lock:
+        _sending["enabled"] = False
+
+
+def enable_moto_stream_mappings() -> None:
+    """Undo `disable_moto_stream_mappings` (tests that show moto's own behaviour need it).
+    Idempotent; records stay kept for every reader."""
+    with _lock:
+        _sending["enabled"] = True
 
 
 def _send_to_mappings(shard: Any) -> None:
