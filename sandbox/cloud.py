@@ -24,6 +24,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox import eventbridge, sfn_integrations, sns_delivery
 from sandbox.dynamodb_concurrency import make_dynamodb_thread_safe
+from sandbox.dynamodb_streams import disable_moto_stream_mappings, enable_moto_stream_mappings
 from sandbox.faults import FaultState, OutageMiddleware, caller_access_key
 from sandbox.s3_uploads import PresignedPostMiddleware
 from sandbox.sqs_pollers import disable_moto_sqs_mappings, enable_moto_sqs_mappings
@@ -97,6 +98,9 @@ class Cloud:
         # Lambda's pollers deliver SQS messages (sandbox.sqs_pollers), not SendMessage;
         # SNS delivers to a queue only what the queue's policy admits.
         disable_moto_sqs_mappings()
+        # Likewise for DynamoDB streams (sandbox.stream_pollers), not the table write: moto
+        # would run the function inside the write, holding the region's DynamoDB lock.
+        disable_moto_stream_mappings()
         sns_delivery.install()
         # S3 events reach EventBridge in AWS's shape and start state machines; SDK
         # integrations answer as AWS's do.
@@ -135,6 +139,7 @@ class Cloud:
             sfn_integrations.uninstall,
             eventbridge.uninstall,
             enable_moto_sqs_mappings,
+            enable_moto_stream_mappings,
         ):
             undo()
 

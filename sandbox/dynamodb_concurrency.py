@@ -50,10 +50,12 @@ ConditionCheck's too) from its arrival, before it waits for the lock, until it i
 Other requests (BatchWriteItem, TransactGetItems, reads) do not conflict. `hooks` lets a test
 see each arrival and hold a transaction inside the lock.
 
-A function mapped to a table's stream is invoked by moto inside the write, so while the
-region's lock is held: such a function must not call DynamoDB in that region, or both
-wait for ever; and records moto has handed to it cannot be taken back by a rollback. (The
-sandbox's stack maps none; its replicator polls the streams.)
+moto would invoke a function mapped to a table's stream inside the write, so while the
+region's lock is held (such a function calling DynamoDB could wait for ever, and records
+handed to it could not be taken back by a rollback). The sandbox turns that off
+(`sandbox.dynamodb_streams.disable_moto_stream_mappings`, in `Cloud.start`): Lambda's
+pollers (`sandbox.stream_pollers`) read the streams as the global-table replicator does,
+so they see only what a write or transaction has committed, after the lock is released.
 """
 
 from __future__ import annotations

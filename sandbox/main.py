@@ -29,6 +29,7 @@ from sandbox.replication import GlobalTableReplicator, S3Replicator
 from sandbox.router import GlobalEndpointServer, GlobalRouter, HealthChecker
 from sandbox.schedules import Scheduler
 from sandbox.sqs_pollers import SqsPoller, list_sqs_mappings
+from sandbox.stream_pollers import StreamPoller, list_stream_mappings
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,7 @@ class Sandbox:
         self.replicator: GlobalTableReplicator | None = None
         self.s3_replicator: S3Replicator | None = None
         self.sqs_pollers: list[SqsPoller] = []
+        self.stream_pollers: list[StreamPoller] = []
         self.rekognition = rekognition.RekognitionEmulator()
         self.health: HealthChecker | None = None
         self.global_endpoint: GlobalEndpointServer | None = None
@@ -157,6 +159,16 @@ class Sandbox:
                 )
                 poller.start()
                 self.sqs_pollers.append(poller)
+            stream_mappings = list_stream_mappings(self.cloud.client("lambda", deployment.environment.region))
+            if stream_mappings:
+                stream_poller = StreamPoller(
+                    self.runtime,
+                    self.faults,
+                    lambda service, r: self.cloud.client(service, r, read_timeout=10, connect_timeout=2),
+                    stream_mappings,
+                )
+                stream_poller.start()
+                self.stream_pollers.append(stream_poller)
             if deployment.schedules:
                 scheduler = Scheduler(self.runtime, self.faults, deployment.schedules)
                 scheduler.start()
@@ -205,6 +217,7 @@ class Sandbox:
             "replication": self.replicator.stats() if self.replicator else None,
             "s3Replication": self.s3_replicator.stats() if self.s3_replicator else None,
             "sqsPollers": {k: v for p in self.sqs_pollers for k, v in p.stats().items()},
+            "streamPollers": {k: v for p in self.stream_pollers for k, v in p.stats().items()},
             "snsDeliveries": sns_delivery.stats(),
             "rekognition": self.rekognition.stats(),
             "health": self.health.status() if self.health else None,
@@ -228,6 +241,20 @@ class Sandbox:
                 cleared += len(backend.metric_data)
                 backend.metric_data = []
         return cleared
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until the functions mapped to DynamoDB streams have run on every record so
+        far and replication is done, each part for up to `timeout` (as /settle always did);
+        False if one is not idle in time (e.g. while a region is down). The stream pollers
+        are waited for again after replication, whose writes are new records for them."""
+        idle = all([poller.wait_until_idle(timeout) for poller in self.stream_pollers])
+        if self.replicator is not None:
+            idle = self.replicator.wait_until_idle(timeout) and idle
+        if self.s3_replicator is not None:
+            idle = self.s3_replicator.wait_until_idle(timeout) and idle
+        if idle and self.stream_pollers:
+            idle = all([poller.wait_until_idle(timeout) for poller in self.stream_pollers])
+        return idle
 
     def invoke(self, function: str, region: str, event: Any) -> dict[str, Any]:
         try:
@@ -272,9 +299,7 @@ class Sandbox:
                         self._json(200, {"cleared": sandbox.reset_metrics()})
                     elif self.path == "/settle":
                         timeout = float(body.get("timeout", 30))
-                        idle = sandbox.replicator.wait_until_idle(timeout)
-                        if sandbox.s3_replicator is not None:
-                            idle = sandbox.s3_replicator.wait_until_idle(timeout) and idle
+                        idle = sandbox.settle(timeout)
                         self._json(200 if idle else 504, {"idle": idle, **sandbox.replicator.stats()})
                     else:
                         self._json(404, {"message": "POST /faults, /invoke, /settle or /reset-metrics"})
@@ -319,6 +344,7 @@ class Sandbox:
             self.global_endpoint,
             self.health,
             *self.sqs_pollers,
+            *self.stream_pollers,
             self.s3_replicator,
             self.replicator,
             *self.schedulers,

@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 
 from sandbox import cli
 from sandbox.cloud import Cloud
-from sandbox.dynamodb_streams import keep_stream_records
+from sandbox.dynamodb_streams import enable_moto_stream_mappings, keep_stream_records
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionSpec, Runtime, connect_moto_lambda
 from sandbox.main import Options, Sandbox
@@ -32,6 +32,7 @@ from sandbox.replication import (
     S3Replicator,
     Stamp,
 )
+from sandbox.stream_pollers import StreamPoller, list_stream_mappings
 from tests.support.cfn import create_table_kwargs
 
 PRIMARY, SECONDARY = "ca-central-1", "us-west-2"
@@ -521,15 +522,21 @@ def test_a_burst_of_writes_is_replicated_whole_and_never_early(
     assert delays["p50"] >= lag - jitter
 
 
+@pytest.mark.parametrize("delivery", ["poller", "moto"])
 def test_a_stream_mapping_and_the_replicator_both_see_every_record(
-    faults: FaultState, tmp_path: Path
+    faults: FaultState, tmp_path: Path, delivery: str
 ) -> None:
-    # moto alone empties the stream after each delivery to a mapping: the replicator
-    # would then miss those writes and sequence numbers would restart.
+    # The sandbox's mappings are served by Lambda's pollers (sandbox.stream_pollers),
+    # GetRecords readers like the replicator. moto's own delivery, inside the write, is
+    # off in the sandbox; were it on, moto alone would empty the stream after each
+    # delivery to a mapping: the replicator would then miss those writes and sequence
+    # numbers would restart (keep_stream_records keeps them).
     # moto's state is one per process, shared with other tests' servers: unique names.
     table, function_name = f"mapped-{uuid.uuid4().hex[:8]}", f"recorder-{uuid.uuid4().hex[:8]}"
     cloud = Cloud(faults, port=0)
     cloud.start()
+    if delivery == "moto":
+        enable_moto_stream_mappings()  # Cloud.stop leaves it so too
     try:
         runtime = Runtime([], {"PATH": os.environ.get("PATH", "")})
         connect_moto_lambda(runtime)
@@ -567,13 +574,23 @@ def test_a_stream_mapping_and_the_replicator_both_see_every_record(
             lambda r: cloud.client("dynamodb", r), table, REGIONS, faults, poll_interval=POLL
         )
         rep.start()
+        pollers = []
+        if delivery == "poller":
+            pollers.append(
+                StreamPoller(runtime, faults, cloud.client, list_stream_mappings(lam), idle_pause=POLL)
+            )
+        for poller in pollers:
+            poller.start()
         try:
             names = [f"m{n}" for n in range(20)]
             for name in names:
                 clients[PRIMARY].put_item(TableName=table, Item={**key(name), "n": {"S": name}})
             assert rep.wait_until_idle(15)
+            assert all(poller.wait_until_idle(15) for poller in pollers)
         finally:
             rep.stop()
+            for poller in pollers:
+                poller.stop()
         replicated = [get(clients[SECONDARY], table, name) for name in names]
         events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
         mapped = [r["dynamodb"]["Keys"]["pk"]["S"] for e in events for r in e["Records"]]

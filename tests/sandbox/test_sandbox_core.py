@@ -22,6 +22,7 @@ from sandbox.deploy import Route
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionError, FunctionSpec, Runtime, connect_moto_lambda
 from sandbox.sqs_pollers import SqsPoller, list_sqs_mappings
+from sandbox.stream_pollers import StreamPoller, list_stream_mappings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "echo"
 ROOT = Path(__file__).resolve().parents[2]
@@ -380,7 +381,17 @@ def test_sqs_and_stream_mappings_reach_the_handler(tmp_path: Path) -> None:
         lam.create_event_source_mapping(
             EventSourceArn=stream_arn, FunctionName="recorder", StartingPosition="LATEST"
         )
-        ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
+        # Lambda's stream poller, as the sandbox runs it (moto's delivery inside the write is off).
+        stream_poller = StreamPoller(
+            runtime, faults, cloud.client, list_stream_mappings(lam), idle_pause=0.05
+        )
+        stream_poller.start()
+        try:
+            assert stream_poller.wait_until_idle(10)  # LATEST: from here on
+            ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
+            assert stream_poller.wait_until_idle(10)
+        finally:
+            stream_poller.stop()
 
         events = recorded(events_file)
         assert events[-1]["Records"][0]["eventSource"] == "aws:dynamodb"
