@@ -366,7 +366,7 @@ def test_disabling_moto_delivery_leaves_the_mapping_to_the_poller(
         assert eventually(lambda: len(runtime.calls) == 1)
         started = time.monotonic()
         put(ddb, table, "while the function runs")
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < WAIT / 2  # not held for the function (a loaded machine is slow)
         assert not poller.wait_until_idle(0.2)  # a batch is in flight
     finally:
         release.set()
