@@ -52,6 +52,20 @@ def create_control_table_kwargs(table_name: str) -> dict[str, Any]:
     }
 
 
+def create_photos_table_kwargs(table_name: str) -> dict[str, Any]:
+    """CreateTable arguments for a region's photos table (`<table>-photos`), from the
+    template's PhotosTable (its stream included: the photo replicator reads it)."""
+    props = template()["Resources"]["PhotosTable"]["Properties"]
+    return {
+        "TableName": f"{table_name}-photos",
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"],
+        "BillingMode": props["BillingMode"],
+        "StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]},
+    }
+
+
 def load_event(relative: str) -> dict[str, Any]:
     return json.loads((EVENTS / relative).read_text())
 

@@ -68,6 +68,10 @@ class Target:
         """A region's control table: write permits, lease grant, write journal."""
         return self._dynamodb_table(region, f"{self.table_name}-control")
 
+    def photos_table(self, region: str) -> Any:
+        """An app region's photos table: photo records, copied by the photo replicator."""
+        return self._dynamodb_table(region, f"{self.table_name}-photos")
+
     def reset_metrics(self) -> None:
         """Sandbox only: forget every CloudWatch datapoint (a fresh system's history)."""
         assert self.admin_url, "resetting metrics needs the sandbox's admin endpoint"

@@ -74,6 +74,7 @@ def table(moto: None) -> Any:
     """This region's replica, created from the template's own GlobalTable definition."""
     boto3.client("dynamodb", region_name=REGION).create_table(**cfn.create_table_kwargs(TABLE))
     boto3.client("dynamodb", region_name=REGION).create_table(**cfn.create_control_table_kwargs(TABLE))
+    boto3.client("dynamodb", region_name=REGION).create_table(**cfn.create_photos_table_kwargs(TABLE))
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name=CONFIG_PARAMETER, Type="String", Value=json.dumps(region_config())
     )

@@ -18,6 +18,10 @@ TABLE = cfn.defaults()["TableName"]
 TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
 CONTROL_ARN = f"{TABLE_ARN}-control"
 GSI_ARN = f"{TABLE_ARN}/index/GSI1"
+PHOTOS_ARN = f"{TABLE_ARN}-photos"
+PEER = cfn.defaults()["SecondaryRegion"]
+PEER_PHOTOS_ARN = f"arn:aws:dynamodb:{PEER}:{ACCOUNT}:table/{TABLE}-photos"
+PEER_TABLE_ARN = f"arn:aws:dynamodb:{PEER}:{ACCOUNT}:table/{TABLE}"
 SUPPORTED = {"ForAllValues:StringLike", "ForAllValues:StringEquals"}
 
 
@@ -41,8 +45,16 @@ def _as_list(value: Any) -> list[Any]:
 def _arn(resource: Any) -> str:
     if resource == {"Fn::GetAtt": ["ControlTable", "Arn"]}:
         return CONTROL_ARN
+    if resource == {"Fn::GetAtt": ["PhotosTable", "Arn"]}:
+        return PHOTOS_ARN
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:  # a queue, a topic: not a table
+        return f"arn:aws:getatt:::{'.'.join(resource['Fn::GetAtt'])}"
     assert isinstance(resource, str), f"unresolved resource {resource!r}"
-    return resource.replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Partition}", "aws")
+    return (
+        resource.replace("${AWS::AccountId}", ACCOUNT)
+        .replace("${AWS::Partition}", "aws")
+        .replace("${PhotosTable.Arn}", PHOTOS_ARN)
+    )
 
 
 def _condition_holds(condition: dict[str, Any], leading_keys: list[str] | None) -> bool:
@@ -166,15 +178,17 @@ def test_health_workflow_and_lease_functions_have_reserved_concurrency(function:
 @pytest.mark.parametrize(
     ("action", "resource", "keys", "expected"),
     [
-        ("dynamodb:PutItem", TABLE_ARN, ["PHOTO#0123"], True),
-        ("dynamodb:ConditionCheckItem", TABLE_ARN, ["PHOTO#0123"], True),
-        ("dynamodb:Query", GSI_ARN, ["PHOTO#03"], True),
-        ("dynamodb:Query", GSI_ARN, ["ITEM#03"], False),
+        ("dynamodb:PutItem", PHOTOS_ARN, ["PHOTO#0123"], True),  # the photos table
+        ("dynamodb:Query", f"{PHOTOS_ARN}/index/GSI1", ["PHOTO#03"], True),
+        ("dynamodb:Query", f"{PHOTOS_ARN}/index/GSI1", ["ITEM#03"], False),
+        ("dynamodb:PutItem", TABLE_ARN, ["PHOTO#0123"], False),  # not the global table
+        ("dynamodb:Query", GSI_ARN, ["PHOTO#03"], False),
         ("dynamodb:PutItem", TABLE_ARN, ["ITEM#0123"], False),  # never an item
         ("dynamodb:GetItem", TABLE_ARN, ["CONTROL"], True),
         ("dynamodb:PutItem", TABLE_ARN, ["CONTROL"], False),
-        ("dynamodb:DeleteItem", TABLE_ARN, ["PHOTO#0123"], False),
-        ("dynamodb:Scan", TABLE_ARN, None, False),
+        ("dynamodb:DeleteItem", PHOTOS_ARN, ["PHOTO#0123"], False),
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], False),  # only the replicator copies
+        ("dynamodb:Scan", PHOTOS_ARN, None, False),
         ("dynamodb:ConditionCheckItem", CONTROL_ARN, ["PERMIT#03"], True),
         ("dynamodb:PutItem", CONTROL_ARN, ["JOURNAL#03"], True),
         ("dynamodb:PutItem", CONTROL_ARN, ["PERMIT#03"], False),
@@ -184,3 +198,47 @@ def test_the_photos_function_reaches_photo_records_only(
     action: str, resource: str, keys: list[str] | None, expected: bool
 ) -> None:
     assert allowed("PhotosApiFunction", action, resource, keys) is expected
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "keys", "expected"),
+    [
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], True),  # a copy in the other region
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PROBE#ca-central-1"], True),  # the catch-up's probe
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["ITEM#0123"], False),
+        ("dynamodb:DeleteItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], False),
+        ("dynamodb:UpdateItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], False),
+        ("dynamodb:PutItem", PHOTOS_ARN, ["PHOTO#0123"], False),  # never writes its own region's
+        ("dynamodb:PutItem", PEER_TABLE_ARN, ["PHOTO#0123"], False),  # nor the global table
+        ("dynamodb:BatchWriteItem", PEER_PHOTOS_ARN, None, False),
+    ],
+)
+def test_the_photo_replicator_only_copies_photo_records_to_the_other_region(
+    action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("PhotoReplicationFunction", action, resource, keys) is expected
+
+
+def test_the_photo_replicator_publishes_metrics_in_its_own_namespace_only() -> None:
+    (statement,) = [
+        s for s in statements("PhotoReplicationFunction") if "cloudwatch:PutMetricData" in s["Action"]
+    ]
+    assert statement["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "MultiRegionApp/PhotoReplication"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "keys", "expected"),
+    [
+        ("dynamodb:BatchGetItem", PHOTOS_ARN, None, True),  # catch-up and reconcile read photos
+        ("dynamodb:BatchGetItem", PEER_PHOTOS_ARN, None, True),
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PROBE#ca-central-1"], True),
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], False),  # never a photo
+        ("dynamodb:UpdateItem", PHOTOS_ARN, ["PHOTO#0123"], False),
+    ],
+)
+def test_the_workflow_function_reads_photo_records_and_writes_only_probes(
+    action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("FailoverStepsFunction", action, resource, keys) is expected

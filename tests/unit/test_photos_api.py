@@ -33,7 +33,7 @@ def photos(table: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     boto3.client("s3", region_name=REGION).create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
     )
-    return table
+    return boto3.resource("dynamodb", region_name=REGION).Table(f"{TABLE}-photos")
 
 
 def invoke(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def test_create_records_a_pending_photo_and_returns_a_presigned_post(
     assert {"Content-Type": "image/png"} in policy["conditions"]
     assert {"key": photo["objectKey"]} in policy["conditions"]
     assert {"bucket": BUCKET} in policy["conditions"]
-    # Written like an item: the global-table record and a journal entry of kind PHOTO.
+    # Written like an item, in the photos table: the record and a journal entry of kind PHOTO.
     stored = photos.get_item(Key=journal.record_key("PHOTO", photo["id"]))["Item"]
     assert stored["gsi1pk"] == listing.partition_of(photo["id"], "PHOTO")
     control = boto3.resource("dynamodb", region_name=REGION).Table(f"{TABLE}-control")
@@ -102,12 +102,12 @@ def test_oversized_error_names_the_limit(photos: Any, lambda_context: Any) -> No
     assert body(response)["details"] == {"limitBytes": 5 * MB, "sizeBytes": 6 * MB}
 
 
-def test_fenced_region_refuses_photo_writes_with_503(photos: Any, lambda_context: Any) -> None:
+def test_fenced_region_refuses_photo_writes_with_503(photos: Any, table: Any, lambda_context: Any) -> None:
     from multiregion import appstate
     from tests.unit.conftest import SECONDARY
 
     fenced = appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-passive"), REGION)
-    photos.put_item(Item=appstate.to_record(fenced))
+    table.put_item(Item=appstate.to_record(fenced))
     appstate.cache.clear()
 
     response = invoke(load_event("photos_api/create-image.json"), lambda_context)
@@ -129,7 +129,7 @@ def test_get_returns_status_and_detected_text(
         patch.setattr(uuid, "uuid4", lambda: uuid.UUID(PHOTO_ID))
         assert invoke(load_event("photos_api/create-image.json"), lambda_context)["statusCode"] == 201
     settings = get_settings()
-    repository = PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    repository = PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
     for change in (
         StatusChange(id=PHOTO_ID, status="PROCESSING"),
         StatusChange(
@@ -154,7 +154,7 @@ def test_get_returns_status_and_detected_text(
 def test_status_only_moves_forward_and_a_repeat_is_a_no_op(photos: Any, lambda_context: Any) -> None:
     created = body(invoke(load_event("photos_api/create-image.json"), lambda_context))["photo"]
     settings = get_settings()
-    repository = PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    repository = PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
 
     def change(status: str) -> Any:
         return guarded(

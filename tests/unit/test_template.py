@@ -27,6 +27,7 @@ APP_FUNCTIONS = {
     "PhotosApiFunction",
     "TextDetectionFunction",
     "TextNoticesFunction",
+    "PhotoReplicationFunction",
 }
 DOMAIN = {
     "DomainName": "api.example.com",
@@ -103,8 +104,10 @@ def test_each_region_deploys_the_resources_of_its_role_with_no_role_given(region
     assert of_type(resources, "AWS::Lambda::Function") == functions
     assert of_type(resources, "AWS::ApiGateway::RestApi") == apis
     assert "RegionConfigParameter" in resources
-    # Every region keeps its own permits, lease grant and journal (the service region: its vote).
-    assert of_type(resources, "AWS::DynamoDB::Table") == {"ControlTable"}
+    # Every region keeps its own permits, lease grant and journal (the service region: its
+    # vote); each app region its own photos table.
+    photos = set() if ROLES[region] == "service" else {"PhotosTable"}
+    assert of_type(resources, "AWS::DynamoDB::Table") == {"ControlTable", *photos}
 
 
 @pytest.mark.parametrize("region", list(ROLES))
@@ -203,6 +206,7 @@ def _statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 # Actions AWS offers no resource-level permission for: "*" is their only form.
 NO_RESOURCE_LEVEL = {
     "cloudwatch:GetMetricStatistics",
+    "cloudwatch:PutMetricData",
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",

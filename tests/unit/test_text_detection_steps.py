@@ -59,7 +59,7 @@ def bridge(table: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def declared_upload(body: bytes, content_type: str = "image/png") -> dict[str, Any]:
     """A photo declared through the repository and its object uploaded: the S3 event detail."""
     settings = get_settings()
-    repository = PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    repository = PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
     media = media_type(content_type)
     assert media is not None
     photo = guarded(
@@ -76,7 +76,7 @@ def declared_upload(body: bytes, content_type: str = "image/png") -> dict[str, A
 def photo_status(photo_id: str) -> dict[str, Any]:
     record = (
         boto3.resource("dynamodb", region_name=REGION)
-        .Table(TABLE)
+        .Table(f"{TABLE}-photos")
         .get_item(Key={"pk": f"PHOTO#{photo_id}", "sk": "PHOTO"})["Item"]
     )
     return record
@@ -313,7 +313,7 @@ def test_the_steps_handler_runs_the_sample_begin_event(
     )
     photo_id = key.rsplit("/", 1)[-1].split(".")[0]
     settings = get_settings()
-    repository = PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    repository = PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
     declared = PhotoInput(contentType="image/png", size=event["detail"]["object"]["size"])
     with monkeypatch.context() as patch:
         patch.setattr(uuid, "uuid4", lambda: uuid.UUID(photo_id))

@@ -4,6 +4,7 @@ regions' control tables in moto."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from multiregion.workflow.errors import (
     InvalidInput,
     NoMajority,
     RegionUnreachable,
+    ReplicasDiverge,
     UnfenceFailed,
     WrongRegion,
 )
@@ -52,6 +54,7 @@ def replicas(moto: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     tables = {}
     for region in (PRIMARY, SECONDARY):
         boto3.client("dynamodb", region_name=region).create_table(**cfn.create_table_kwargs(TABLE))
+        boto3.client("dynamodb", region_name=region).create_table(**cfn.create_photos_table_kwargs(TABLE))
         tables[region] = boto3.resource("dynamodb", region_name=region).Table(TABLE)
     for region in (PRIMARY, SECONDARY, SERVICE):
         boto3.client("dynamodb", region_name=region).create_table(**cfn.create_control_table_kwargs(TABLE))
@@ -64,6 +67,10 @@ def replicas(moto: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def control_table(region: str) -> Any:
     return boto3.resource("dynamodb", region_name=region).Table(CONTROL)
+
+
+def photos_table(region: str) -> Any:
+    return boto3.resource("dynamodb", region_name=region).Table(f"{TABLE}-photos")
 
 
 def drop_region(region: str) -> None:
@@ -295,21 +302,25 @@ def item_record(
     }
 
 
-def put_replication_latency(*values_ms: float) -> None:
-    """Datapoints of the metric DynamoDB publishes in the source region."""
-    dimensions = [{"Name": "TableName", "Value": TABLE}, {"Name": "ReceivingRegion", "Value": SECONDARY}]
-    for value in values_ms:
-        boto3.client("cloudwatch", region_name=PRIMARY).put_metric_data(
-            Namespace="AWS/DynamoDB",
-            MetricData=[
-                {
-                    "MetricName": "ReplicationLatency",
-                    "Dimensions": dimensions,
-                    "Value": value,
-                    "Unit": "Milliseconds",
-                }
-            ],
-        )
+def put_replication_latency(*values_ms: float, items: bool = True, photos: bool = True) -> None:
+    """Datapoints of the metric DynamoDB publishes in the source region (items), and of
+    the one the photo replicator publishes there (photos)."""
+    stores = [("AWS/DynamoDB", TABLE)] if items else []
+    stores += [("MultiRegionApp/PhotoReplication", f"{TABLE}-photos")] if photos else []
+    for namespace, table in stores:
+        dimensions = [{"Name": "TableName", "Value": table}, {"Name": "ReceivingRegion", "Value": SECONDARY}]
+        for value in values_ms:
+            boto3.client("cloudwatch", region_name=PRIMARY).put_metric_data(
+                Namespace=namespace,
+                MetricData=[
+                    {
+                        "MetricName": "ReplicationLatency",
+                        "Dimensions": dimensions,
+                        "Value": value,
+                        "Unit": "Milliseconds",
+                    }
+                ],
+            )
 
 
 def now_iso(offset: float = 0.0) -> str:
@@ -347,18 +358,61 @@ def test_catch_up_waits_for_the_last_item_in_flight_not_only_a_sentinel(replicas
     assert (done.complete, done.pending, done.gate.status) == (True, 0, "open")
 
 
-def test_catch_up_checks_photo_records_under_their_own_key(replicas: dict[str, Any]) -> None:
-    """A photo's record is journalled with kind PHOTO: the proof reads `PHOTO#<id>`, so an
-    item record with the same id (or none) does not count as the photo arriving."""
+def test_catch_up_checks_photo_records_in_the_photos_table(replicas: dict[str, Any]) -> None:
+    """A photo's record is journalled with kind PHOTO: the proof reads `PHOTO#<id>` in this
+    region's photos table, so an item with the same id, or the same record in the global
+    table, does not count as the photo arriving."""
     put_replication_latency(100.0)
     photo = "f" * 32
     journal_write(PRIMARY, photo, "r-photo", now_iso(-2), kind="PHOTO")
     replicas[SECONDARY].put_item(Item=item_record(PRIMARY, photo, "r-photo", now_iso(-2)))  # an ITEM
+    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, photo, "r-photo", now_iso(-2), kind="PHOTO"))
     plan = make_plan()
 
     assert catchup.catch_up(plan, fenced_at(5), get_settings()).pendingIds == [photo]
-    replicas[SECONDARY].put_item(Item=item_record(PRIMARY, photo, "r-photo", now_iso(-2), kind="PHOTO"))
+    photos_table(SECONDARY).put_item(Item=item_record(PRIMARY, photo, "r-photo", now_iso(-2), kind="PHOTO"))
     assert catchup.catch_up(plan, fenced_at(5), get_settings()).complete is True
+
+
+def test_no_photo_replication_datapoints_keep_the_photo_gate_shut_and_probe_it(
+    replicas: dict[str, Any],
+) -> None:
+    """Items replicate through the global table, photos through the photo replicator:
+    the items' latency proves nothing about photos. With no photo datapoints a planned
+    run waits, and a probe record in the region being left gives the replicator
+    something to copy and measure."""
+    put_replication_latency(100.0, photos=False)
+
+    result = catchup.catch_up(make_plan(), fenced_at(5), get_settings())
+
+    assert (result.gate.open, result.complete) == (True, False)
+    assert result.photosGate is not None
+    assert (result.photosGate.open, result.photosGate.status) == (False, "closed")
+    probe = photos_table(PRIMARY).get_item(Key={"pk": f"PROBE#{PRIMARY}", "sk": "PROBE"}).get("Item")
+    assert probe is not None and probe["updatedRegion"] == PRIMARY
+    put_replication_latency(150.0, items=False)
+    assert catchup.catch_up(make_plan(), fenced_at(5), get_settings()).complete is True
+
+
+def test_a_batch_the_photo_replicator_gave_up_on_keeps_the_photo_gate_shut(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replicator's event source mapping sends a batch it gave up on to its failure
+    queue: those records are not here, whatever the latency says."""
+    monkeypatch.setenv("PHOTO_REPLICATION_FAILURE_QUEUE", "app-photo-replication-failures")
+    sqs = boto3.client("sqs", region_name=PRIMARY)
+    url = sqs.create_queue(QueueName="app-photo-replication-failures")["QueueUrl"]
+    put_replication_latency(100.0)
+    assert catchup.catch_up(make_plan(), fenced_at(5), get_settings()).complete is True
+
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"DDBStreamBatchInfo": {"batchSize": 3}}))
+    planned = catchup.catch_up(make_plan(), fenced_at(5), get_settings())
+    forced = catchup.catch_up(make_plan(FORCED), fenced_at(5), get_settings())
+
+    assert planned.complete is False and planned.photosGate is not None
+    assert planned.photosGate.status == "closed"
+    assert "gave up on 1 batch" in planned.photosGate.evidence
+    assert forced.photosGate is not None and forced.photosGate.status == "unknown"
 
 
 def test_catch_up_waits_for_a_photo_upload_not_only_its_record(
@@ -387,7 +441,7 @@ def test_catch_up_waits_for_a_photo_upload_not_only_its_record(
         )
         shard = permits.shard_of(photo_id, get_settings().write_shards)
         control_table(PRIMARY).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
-        replicas[SECONDARY].put_item(
+        photos_table(SECONDARY).put_item(
             Item=item_record(PRIMARY, photo_id, f"r-{photo_id[0]}", now_iso(-2), kind="PHOTO")
         )
     boto3.client("s3", region_name=PRIMARY).put_object(Bucket=buckets[PRIMARY], Key=key, Body=b"png")
@@ -432,8 +486,10 @@ def test_no_latency_datapoints_never_open_the_gate_in_a_planned_run(replicas: di
     result = catchup.catch_up(make_plan(), fenced_at(60), get_settings())
 
     assert (result.complete, result.gate.open, result.gate.status) == (False, False, "closed")
-    # A probe write in the primary makes replication measurable.
+    assert result.photosGate is not None and result.photosGate.status == "closed"
+    # Probe writes in the primary make replication measurable, items and photos.
     assert replicas[PRIMARY].get_item(Key={"pk": control.CONTROL_PK, "sk": f"PROBE#{PRIMARY}"}).get("Item")
+    assert photos_table(PRIMARY).get_item(Key={"pk": f"PROBE#{PRIMARY}", "sk": "PROBE"}).get("Item")
 
 
 def test_a_cloudwatch_error_never_opens_the_gate(
@@ -687,10 +743,11 @@ def test_a_long_catch_up_deadline_polls_less_often_within_the_history_limit() ->
     assert polls <= MAX_POLLS and poll * polls >= 3600
 
 
-def write_both_sides(item_id: str) -> None:
+def write_both_sides(item_id: str, kind: str = "ITEM") -> None:
     """The primary's last write of an item (not replicated before the fence) and the new
     writer's write after the promotion: both replaced revision r1; the replicas now agree
-    on the new writer's (last writer wins). Each is in its region's journal."""
+    on the new writer's (last writer wins). Each is in its region's journal. A photo's
+    (`kind` PHOTO) copies are in the photos tables."""
     now = datetime.now(UTC)
     stamp = lambda s: (now + timedelta(seconds=s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
     shard = permits.shard_of(item_id, get_settings().write_shards)
@@ -703,6 +760,7 @@ def write_both_sides(item_id: str) -> None:
         for revision, base, version, offset, name in entries:
             entry = JournalEntry(
                 id=item_id,
+                kind=kind,
                 op="put",
                 version=version,
                 revision=revision,
@@ -711,10 +769,11 @@ def write_both_sides(item_id: str) -> None:
                 image={**image, "name": name},
             )
             control_table(region).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
-    for table in (boto3.resource("dynamodb", region_name=r).Table(TABLE) for r in (PRIMARY, SECONDARY)):
+    name = TABLE if kind == "ITEM" else f"{TABLE}-photos"
+    for table in (boto3.resource("dynamodb", region_name=r).Table(name) for r in (PRIMARY, SECONDARY)):
         table.put_item(
             Item={
-                **item_record(SECONDARY, item_id, "s2", stamp(-1)),
+                **item_record(SECONDARY, item_id, "s2", stamp(-1), kind=kind),
                 "version": 2,
                 "name": "the new writer's edit",
                 "description": "",
@@ -781,6 +840,32 @@ def test_failback_stops_on_a_version_last_writer_wins_dropped_and_the_ledger_lis
     assert (result.found, result.new, result.open, result.closedByPolicy) == (1, 0, 0, 1)
     closed = ledger.read(table, entry.shard, conflicted, "p2")
     assert closed is not None and (closed.status, closed.resolvedBy) == ("KEPT", "tests")
+
+
+def test_failback_reads_photo_records_in_the_photos_tables(
+    replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo written on both sides is a conflict like an item, its copies read from each
+    region's photos table: while those differ (the photo replicator has not finished),
+    the step says so instead of guessing."""
+    failed_over()
+    photo = "e" * 32
+    write_both_sides(photo, kind="PHOTO")
+    monkeypatch.setenv("AWS_REGION", PRIMARY)
+    back = make_plan(direction="failback", execution="arn:exec:back")
+
+    with pytest.raises(ConflictsFound, match=f"{photo}: dropped put 2.p2 in {PRIMARY}"):
+        reconcile.reconcile(back, get_settings())
+    (entry,) = [c for shard in range(16) for c in ledger.open_in(replicas[PRIMARY], shard)]
+    assert (entry.id, entry.kind) == (photo, "PHOTO")
+
+    photos_table(PRIMARY).update_item(
+        Key={"pk": f"PHOTO#{photo}", "sk": "PHOTO"},
+        UpdateExpression="SET revision = :r",
+        ExpressionAttributeValues={":r": "p2"},
+    )
+    with pytest.raises(ReplicasDiverge, match=photo):
+        reconcile.reconcile(back, get_settings())
 
 
 def test_active_active_failback_accepts_last_writer_wins_by_default_and_lists_what_it_dropped(

@@ -30,8 +30,8 @@ Operation = Literal["put", "delete"]
 
 class JournalEntry(BaseModel):
     id: str
-    # Which record the write was: an item (`ITEM#<id>`) or a photo (`PHOTO#<id>`); both
-    # live in the global table under the key `record_key` gives.
+    # Which record the write was: an item (`ITEM#<id>`, in the global table) or a photo
+    # (`PHOTO#<id>`, in the photos table: Settings.table_of), under the key `record_key` gives.
     kind: str = "ITEM"
     op: Operation
     version: int
@@ -46,7 +46,7 @@ class JournalEntry(BaseModel):
 
 
 def record_key(kind: str, record_id: str) -> dict[str, str]:
-    """The global-table key of the record a journal entry names."""
+    """The key of the record a journal entry names, in the table of its kind."""
     return {"pk": f"{kind}#{record_id}", "sk": kind}
 
 

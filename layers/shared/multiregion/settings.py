@@ -48,8 +48,21 @@ class Settings:
     catch_up_deadline_seconds: int = 120
     catch_up_poll_seconds: int = 2
     hold_down_seconds: int = 600
-    # Photos: this region's bucket (uploads and their replicas from the other app region).
+    # Photos: this region's bucket (uploads and their replicas from the other app region),
+    # and its photos table (regional, replicated by the photo replicator, not by DynamoDB).
     photos_bucket: str = ""
+    photos_table_name: str = ""
+    # The photo replicator's failure queue (same name in both app regions; "": not checked).
+    photo_failure_queue: str = ""
+
+    @property
+    def photos_table(self) -> str:
+        return self.photos_table_name or f"{self.table_name}-photos"
+
+    def table_of(self, kind: str) -> str:
+        """The table that holds records of a journalled kind: photos in the photos table,
+        items in the global table."""
+        return self.photos_table if kind == "PHOTO" else self.table_name
 
     @property
     def app_regions(self) -> tuple[str, str]:
@@ -151,4 +164,6 @@ def get_settings() -> Settings:
         catch_up_poll_seconds=_int("CATCH_UP_POLL_SECONDS", 2, low=1),
         hold_down_seconds=_int("HOLD_DOWN_SECONDS", 600),
         photos_bucket=os.environ.get("PHOTOS_BUCKET", "").strip(),
+        photos_table_name=os.environ.get("PHOTOS_TABLE_NAME", "").strip() or f"{table_name}-photos",
+        photo_failure_queue=os.environ.get("PHOTO_REPLICATION_FAILURE_QUEUE", "").strip(),
     )

@@ -33,7 +33,7 @@ _KEY = re.compile(r"uploads/(?P<region>[a-z0-9-]+)/(?P<id>[0-9a-f]{32})\.[a-z0-9
 
 
 def _photos(settings: Settings) -> PhotoRepository:
-    return PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    return PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
 
 
 def _change(settings: Settings, change: StatusChange) -> Photo:

@@ -1,10 +1,13 @@
-"""Photo records in one region's replica of the global table.
+"""Photo records in this region's photos table.
 
-Stored like items (`PHOTO#<id>` / `PHOTO`, listed through GSI1 over `PHOTO#00` ..), and
-written like items: every write is a transaction with this region's permit check and a
-journal entry (kind `PHOTO`), so a fenced region refuses photo writes with the same 503,
+The photos table is regional: the photo replicator (multiregion.photos.replication)
+copies each record written here to the other app region, asking the residency policy
+first, which a global table could not do per record. Records are keyed like items
+(`PHOTO#<id>` / `PHOTO`, listed through GSI1 over `PHOTO#00` ..) and written like items:
+every write is a transaction with this region's permit check and a journal entry (kind
+`PHOTO`) in the control table, so a fenced region refuses photo writes with the same 503,
 failover's catch-up proof checks the photos written before the fence, and failback's
-reconciliation sees a photo written on both sides. Replication is the global table's.
+reconciliation sees a photo written on both sides.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ PAGE_LIMIT_MAX = 100
 
 def _repository() -> PhotoRepository:
     settings = get_settings()
-    return PhotoRepository(aws.table(settings.table_name, settings.region), settings.region)
+    return PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
 
 
 @router.post("/photos")

@@ -15,6 +15,11 @@ Two parts, both required before a planned run promotes:
    recently slower than a tenth of the window). No datapoints or a CloudWatch error
    prove nothing: a planned run waits (a probe write makes replication measurable) and
    gives up at the deadline; a forced run records `unknown`.
+
+Items and photos replicate separately (the global table; the photo replicator, which
+publishes the same metric in its own namespace), so each has its own gate, and both
+must open. The photo gate also stays shut while the replicator's failure queue in the
+region being left holds a batch it gave up on: those records are not here.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from multiregion import aws, control, journal
 from multiregion.aws import describe_error
 from multiregion.clock import utc_now_iso
 from multiregion.journal import JournalEntry
+from multiregion.photos import replication
 from multiregion.photos.uploads import peer_bucket
 from multiregion.settings import Settings
 from multiregion.workflow.errors import CatchUpTooSlow
@@ -73,12 +79,18 @@ def _reflected(entry: JournalEntry, record: dict[str, Any] | None) -> bool:
 
 
 def _missing(settings: Settings, entries: list[JournalEntry]) -> list[str]:
-    """Ids of entries this region's replica does not reflect (consistent batch reads)."""
+    """Ids of entries this region's copy does not reflect (consistent batch reads of the
+    table each kind lives in: items in the global table, photos in the photos table)."""
     client = aws.table(settings.table_name, settings.region).meta.client
-    chunks = [entries[i : i + BATCH] for i in range(0, len(entries), BATCH)]
-    return [
-        i for ids in _executor.map(lambda c: _missing_in(client, settings.table_name, c), chunks) for i in ids
+    by_table: dict[str, list[JournalEntry]] = {}
+    for entry in entries:
+        by_table.setdefault(settings.table_of(entry.kind), []).append(entry)
+    chunks = [
+        (table, listed[i : i + BATCH])
+        for table, listed in sorted(by_table.items())
+        for i in range(0, len(listed), BATCH)
     ]
+    return [i for ids in _executor.map(lambda c: _missing_in(client, *c), chunks) for i in ids]
 
 
 def _missing_in(client: Any, table_name: str, entries: list[JournalEntry]) -> list[str]:
@@ -133,15 +145,21 @@ def _object_exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
-def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float) -> Gate:
-    """ReplicationLatency from the region being left to this one, counted from `stopped`."""
+def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float, photos: bool = False) -> Gate:
+    """ReplicationLatency from the region being left to this one, counted from `stopped`:
+    the global table's (items), or the photo replicator's (`photos`)."""
     forced = plan.forced
+    namespace, table = (
+        (replication.LATENCY_NAMESPACE, settings.photos_table)
+        if photos
+        else ("AWS/DynamoDB", settings.table_name)
+    )
     try:
         stats = aws.client("cloudwatch", plan.fenceRegion, aws.CROSS_REGION_CONFIG).get_metric_statistics(
-            Namespace="AWS/DynamoDB",
-            MetricName="ReplicationLatency",
+            Namespace=namespace,
+            MetricName=replication.LATENCY_METRIC,
             Dimensions=[
-                {"Name": "TableName", "Value": settings.table_name},
+                {"Name": "TableName", "Value": table},
                 {"Name": "ReceivingRegion", "Value": plan.promoteRegion},
             ],
             StartTime=datetime.fromtimestamp(now, UTC) - timedelta(minutes=LATENCY_LOOKBACK_MINUTES),
@@ -185,15 +203,27 @@ def latency_gate(plan: Plan, settings: Settings, stopped: float, now: float) -> 
     )
 
 
-def probe(plan: Plan, settings: Settings) -> str | None:
+def probe(plan: Plan, settings: Settings, photos: bool = False) -> str | None:
     """A write in the region being left whose replication CloudWatch will measure (the
-    table may have had no writes lately); None, or why it could not be written."""
+    table may have had no writes lately); None, or why it could not be written. In the
+    photos table it is a record the replicator copies like a photo (written there, home
+    there) and measures."""
+    nonce = uuid.uuid4().hex
+    if photos:
+        table = settings.photos_table
+        key = {
+            "pk": f"PROBE#{plan.fenceRegion}",
+            "sk": "PROBE",
+            "revision": nonce,
+            "homeRegion": plan.fenceRegion,
+        }
+    else:
+        table = settings.table_name
+        key = {"pk": control.CONTROL_PK, "sk": f"PROBE#{plan.fenceRegion}", "nonce": nonce}
     try:
-        aws.table(settings.table_name, plan.fenceRegion, aws.CROSS_REGION_CONFIG).put_item(
+        aws.table(table, plan.fenceRegion, aws.CROSS_REGION_CONFIG).put_item(
             Item={
-                "pk": control.CONTROL_PK,
-                "sk": f"PROBE#{plan.fenceRegion}",
-                "nonce": uuid.uuid4().hex,
+                **key,
                 "executionId": plan.executionId,
                 "updatedAt": utc_now_iso(),
                 "updatedRegion": plan.fenceRegion,
@@ -204,16 +234,58 @@ def probe(plan: Plan, settings: Settings) -> str | None:
     return None
 
 
+def replication_failures(plan: Plan, settings: Settings) -> Gate | None:
+    """A shut photo gate if the photo replicator of the region being left gave up on a
+    batch (its failure queue is not empty) or the queue cannot be read; None if it is empty."""
+    if not settings.photo_failure_queue:
+        return None
+    status = "unknown" if plan.forced else "closed"
+    try:
+        sqs = aws.client("sqs", plan.fenceRegion, aws.CROSS_REGION_CONFIG)
+        url = sqs.get_queue_url(QueueName=settings.photo_failure_queue)["QueueUrl"]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+    except (ClientError, BotoCoreError) as error:
+        return Gate(
+            open=False,
+            status=status,
+            evidence="the photo replicator's failure queue could not be read",
+            error=describe_error(error),
+        )
+    held = sum(int(value) for value in attributes.values())
+    if not held:
+        return None
+    return Gate(
+        open=False,
+        status=status,
+        evidence=(
+            f"the photo replicator in {plan.fenceRegion} gave up on {held} batch(es) "
+            f"({settings.photo_failure_queue}): those records are not here until they are copied again"
+        ),
+    )
+
+
 def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
     now = time.time()
     stopped = fence.writesStoppedAt if fence.writesStoppedAt is not None else now
     start = _iso(min(stopped, now) - settings.journal_window_seconds)
     window = {"from": start, "to": _iso(stopped) if fence.writesStoppedAt is not None else None}
     gate = latency_gate(plan, settings, stopped, now)
+    photos_gate = replication_failures(plan, settings) or latency_gate(
+        plan, settings, stopped, now, photos=True
+    )
     fenced_at = datetime.fromisoformat(fence.at.replace("Z", "+00:00")).timestamp()
     deadline_passed = now >= fenced_at + fence.waitSeconds + plan.catchUpDeadlineSeconds
     if gate.status == "closed" and gate.datapoints == 0:
         gate.error = probe(plan, settings) or gate.error
+    if photos_gate.status == "closed" and photos_gate.datapoints == 0:
+        photos_gate.error = probe(plan, settings, photos=True) or photos_gate.error
     try:
         entries = list(_latest_entries(settings, plan.fenceRegion, start).values())
     except (ClientError, BotoCoreError) as error:
@@ -222,6 +294,7 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
             journalRead=False,
             window=window,
             gate=gate,
+            photosGate=photos_gate,
             at=utc_now_iso(),
             error=f"{plan.fenceRegion}'s journal could not be read: {describe_error(error)}",
             deadlinePassed=deadline_passed,
@@ -229,7 +302,7 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
     missing = sorted(_missing(settings, entries))
     objects = sorted(_objects_missing(settings, plan.fenceRegion, entries))
     return CatchUp(
-        complete=not missing and not objects and gate.open,
+        complete=not missing and not objects and gate.open and photos_gate.open,
         journalRead=True,
         checked=len(entries),
         pending=len(missing) + len(objects),
@@ -237,6 +310,7 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
         pendingObjects=objects[:MAX_LISTED],
         window=window,
         gate=gate,
+        photosGate=photos_gate,
         at=utc_now_iso(),
         deadlinePassed=deadline_passed,
     )

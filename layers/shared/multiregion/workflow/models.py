@@ -82,7 +82,7 @@ class Fence(Transition):
 
 
 class Gate(BaseModel):
-    """ReplicationLatency, counted from when writes stopped."""
+    """ReplicationLatency, counted from when writes stopped (or why it proves nothing)."""
 
     open: bool
     status: Literal["open", "waiting", "closed", "unknown"]
@@ -106,6 +106,8 @@ class CatchUp(BaseModel):
     pendingObjects: list[str] = Field(default_factory=list)
     window: dict[str, str | None] = Field(default_factory=dict)
     gate: Gate
+    # The photo replicator's gate (its ReplicationLatency and its failure queue).
+    photosGate: Gate | None = None
     at: str
     error: str | None = None
     deadlinePassed: bool = False  # CatchUpDeadlineSeconds since the fence (and any lease wait)

@@ -72,22 +72,23 @@ def window_start(settings: Settings, last_failover_at: str | None, now: datetime
 
 
 def _current(settings: Settings, region: str, kinds: dict[str, str]) -> dict[str, dict[str, Any] | None]:
-    """Each record's copy in one region's replica (None: absent), consistent batch reads.
+    """Each record's copy in one region (None: absent), consistent batch reads of the
+    table its kind lives in (items: the global table; photos: the photos table).
     `kinds`: record id -> its kind (item or photo ids never collide: both are random)."""
     client = aws.table_from(settings.table_name, region, settings.region).meta.client
-    name = settings.table_name
-    ids = sorted(kinds)
-    found: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
-    for start in range(0, len(ids), BATCH):
-        keys = [journal.record_key(kinds[i], i) for i in ids[start : start + BATCH]]
-        request: dict[str, Any] = {
-            name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, version"}
-        }
-        while request:
-            page = client.batch_get_item(RequestItems=request)
-            for record in page.get("Responses", {}).get(name, []):
-                found[record["id"]] = record
-            request = page.get("UnprocessedKeys") or {}
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(sorted(kinds))
+    for name in sorted({settings.table_of(kind) for kind in kinds.values()}):
+        ids = sorted(i for i, kind in kinds.items() if settings.table_of(kind) == name)
+        for start in range(0, len(ids), BATCH):
+            keys = [journal.record_key(kinds[i], i) for i in ids[start : start + BATCH]]
+            request: dict[str, Any] = {
+                name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, version"}
+            }
+            while request:
+                page = client.batch_get_item(RequestItems=request)
+                for record in page.get("Responses", {}).get(name, []):
+                    found[record["id"]] = record
+                request = page.get("UnprocessedKeys") or {}
     return found
 
 
