@@ -116,3 +116,16 @@ def test_some_seeds_leave_a_failover_stuck_and_recover_it_in_both_modes() -> Non
     assert len(stopped) >= 5 and len(throttled) >= 5
     assert {p.mode for p in stopped} == {p.mode for p in throttled} == {"active-passive", "active-active"}
     assert all(p.operator[-1].kind == "recover" and p.operator[-1].after_previous for p in stopped)
+
+
+def test_a_long_series_gets_a_fresh_sandbox_every_few_seeds() -> None:
+    """One sandbox per mode for 100 seeds grows until a garbage collection stalls it past
+    the function timeout (chaos/series.py): seeds run in sandboxes of at most 25."""
+    from chaos.series import SEEDS_PER_SANDBOX, batches
+
+    seeds = list(range(1, 109))
+    groups = batches(seeds)
+
+    assert SEEDS_PER_SANDBOX == 25
+    assert [len(g) for g in groups] == [25, 25, 25, 25, 8]
+    assert [s for g in groups for s in g] == seeds  # every seed once, in order
