@@ -20,6 +20,7 @@ CONTROL_ARN = f"{TABLE_ARN}-control"
 GSI_ARN = f"{TABLE_ARN}/index/GSI1"
 PHOTOS_ARN = f"{TABLE_ARN}-photos"
 PEER = cfn.defaults()["SecondaryRegion"]
+STACK = "app"  # the stack's name, in names built with ${AWS::StackName}
 PEER_PHOTOS_ARN = f"arn:aws:dynamodb:{PEER}:{ACCOUNT}:table/{TABLE}-photos"
 PEER_TABLE_ARN = f"arn:aws:dynamodb:{PEER}:{ACCOUNT}:table/{TABLE}"
 SUPPORTED = {"ForAllValues:StringLike", "ForAllValues:StringEquals"}
@@ -54,6 +55,7 @@ def _arn(resource: Any) -> str:
         resource.replace("${AWS::AccountId}", ACCOUNT)
         .replace("${AWS::Partition}", "aws")
         .replace("${PhotosTable.Arn}", PHOTOS_ARN)
+        .replace("${AWS::StackName}", STACK)
     )
 
 
@@ -236,6 +238,25 @@ def test_the_photo_replicator_publishes_metrics_in_its_own_namespace_only() -> N
         ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PROBE#ca-central-1"], True),
         ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], False),  # never a photo
         ("dynamodb:UpdateItem", PHOTOS_ARN, ["PHOTO#0123"], False),
+        # The other region's photo-replication failure queue: found and measured, not read.
+        (
+            "sqs:GetQueueUrl",
+            f"arn:aws:sqs:{PEER}:{ACCOUNT}:app-photo-replication-failures",
+            None,
+            True,
+        ),
+        (
+            "sqs:GetQueueAttributes",
+            f"arn:aws:sqs:{PEER}:{ACCOUNT}:app-photo-replication-failures",
+            None,
+            True,
+        ),
+        (
+            "sqs:ReceiveMessage",
+            f"arn:aws:sqs:{PEER}:{ACCOUNT}:app-photo-replication-failures",
+            None,
+            False,
+        ),
     ],
 )
 def test_the_workflow_function_reads_photo_records_and_writes_only_probes(
