@@ -382,9 +382,10 @@ def test_sqs_and_stream_mappings_reach_the_handler(tmp_path: Path) -> None:
             EventSourceArn=stream_arn, FunctionName="recorder", StartingPosition="LATEST"
         )
         # Lambda's stream poller, as the sandbox runs it (moto's delivery inside the write is off).
-        stream_poller = StreamPoller(
-            runtime, faults, cloud.client, list_stream_mappings(lam), idle_pause=0.05
-        )
+        # Only this test's mapping: moto's state outlives a test, and another test's mapping
+        # (to a function this runtime does not know) would never be idle.
+        mine = [m for m in list_stream_mappings(lam) if m.stream_arn == stream_arn]
+        stream_poller = StreamPoller(runtime, faults, cloud.client, mine, idle_pause=0.05)
         stream_poller.start()
         try:
             assert stream_poller.wait_until_idle(10)  # LATEST: from here on
