@@ -294,8 +294,9 @@ class MalformedBatchResponse(ValueError):
     """A partial batch response Lambda treats as a complete failure; the message says why."""
 
 
-def batch_item_failures(response: Any, message_ids: Iterable[str]) -> set[str]:
-    """The message ids a ReportBatchItemFailures response asks to keep.
+def batch_item_failures(response: Any, message_ids: Iterable[str], kind: str = "message") -> set[str]:
+    """The message ids a ReportBatchItemFailures response asks to keep (or, for a stream
+    mapping, the sequence numbers it names: `kind` names them in the errors).
 
     Empty for a complete success (no response, `{}`, or an empty or null list);
     MalformedBatchResponse for what Lambda treats as a complete failure."""
@@ -317,7 +318,7 @@ def batch_item_failures(response: Any, message_ids: Iterable[str]) -> set[str]:
         if not isinstance(identifier, str) or not identifier:
             raise MalformedBatchResponse(f"an itemIdentifier is empty or not a string: {identifier!r:.200}")
         if identifier not in known:
-            raise MalformedBatchResponse(f"itemIdentifier {identifier!r} is not a message of the batch")
+            raise MalformedBatchResponse(f"itemIdentifier {identifier!r} is not a {kind} of the batch")
         named.add(identifier)
     return named
 

@@ -96,6 +96,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sandbox.faults import FaultState
+from sandbox.sqs_pollers import MalformedBatchResponse, _error_text, batch_item_failures
 
 __all__ = [
     "MalformedBatchResponse",
@@ -298,38 +299,11 @@ def stream_event(mapping: StreamMapping, records: list[dict[str, Any]]) -> dict[
     return {"Records": shaped}
 
 
-class MalformedBatchResponse(ValueError):
-    """A partial batch response Lambda treats as a complete failure; the message says why."""
-
-
 def failed_sequence_numbers(response: Any, sequence_numbers: Iterable[str]) -> set[str]:
-    """The sequence numbers a ReportBatchItemFailures response names as failed.
-
-    Empty for a complete success (no response, `{}`, or an empty or null list);
-    MalformedBatchResponse for what Lambda treats as a complete failure."""
-    if response is None:
-        return set()
-    if not isinstance(response, dict):
-        raise MalformedBatchResponse(f"the response is not a JSON object: {response!r:.200}")
-    failures = response.get("batchItemFailures")
-    if failures is None:
-        return set()
-    if not isinstance(failures, list):
-        raise MalformedBatchResponse(f"batchItemFailures is not a list: {failures!r:.200}")
-    known = set(sequence_numbers)
-    named: set[str] = set()
-    for failure in failures:
-        if not isinstance(failure, dict) or "itemIdentifier" not in failure:
-            raise MalformedBatchResponse(f"a batch item failure has no itemIdentifier: {failure!r:.200}")
-        identifier = failure["itemIdentifier"]
-        if not isinstance(identifier, str) or not identifier:
-            raise MalformedBatchResponse(f"an itemIdentifier is empty or not a string: {identifier!r:.200}")
-        if identifier not in known:
-            raise MalformedBatchResponse(
-                f"itemIdentifier {identifier!r} is not a sequence number of the batch"
-            )
-        named.add(identifier)
-    return named
+    """The sequence numbers a ReportBatchItemFailures response names as failed: read as
+    the SQS poller reads its message ids (empty for a complete success,
+    MalformedBatchResponse for what Lambda treats as a complete failure)."""
+    return batch_item_failures(response, sequence_numbers, kind="sequence number")
 
 
 def failure_record(
@@ -370,12 +344,6 @@ def failure_record(
 
 
 # The poller -----------------------------------------------------------------------------
-
-
-def _error_text(error: BaseException) -> str:
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code", "ClientError"))
-    return type(error).__name__
 
 
 class _Counts:
