@@ -65,6 +65,22 @@ def table_from(table_name: str, region: str, home: str) -> Any:
     return table(table_name, region, None if region == home else CROSS_REGION_CONFIG)
 
 
+def batch_get(
+    client: Any, table_name: str, keys: list[dict[str, Any]], projection: str
+) -> list[dict[str, Any]]:
+    """Strongly consistent reads of up to 100 keys (BatchGetItem's limit), every page:
+    unprocessed keys (throttling) are asked again until none is left."""
+    records: list[dict[str, Any]] = []
+    request: dict[str, Any] = {
+        table_name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": projection}
+    }
+    while request:
+        page = client.batch_get_item(RequestItems=request)
+        records += page.get("Responses", {}).get(table_name, [])
+        request = page.get("UnprocessedKeys") or {}
+    return records
+
+
 def error_code(error: ClientError) -> str | None:
     return error.response.get("Error", {}).get("Code")
 

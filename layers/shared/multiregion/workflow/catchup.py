@@ -95,15 +95,7 @@ def _missing(settings: Settings, entries: list[JournalEntry]) -> list[str]:
 
 def _missing_in(client: Any, table_name: str, entries: list[JournalEntry]) -> list[str]:
     keys = [journal.record_key(e.kind, e.id) for e in entries]
-    found: dict[str, dict[str, Any]] = {}
-    request: dict[str, Any] = {
-        table_name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk, revision, updatedAt"}
-    }
-    while request:
-        page = client.batch_get_item(RequestItems=request)
-        for record in page.get("Responses", {}).get(table_name, []):
-            found[record["pk"]] = record
-        request = page.get("UnprocessedKeys") or {}
+    found = {r["pk"]: r for r in aws.batch_get(client, table_name, keys, "pk, revision, updatedAt")}
     return [e.id for e, key in zip(entries, keys, strict=True) if not _reflected(e, found.get(key["pk"]))]
 
 

@@ -81,14 +81,8 @@ def _current(settings: Settings, region: str, kinds: dict[str, str]) -> dict[str
         ids = sorted(i for i, kind in kinds.items() if settings.table_of(kind) == name)
         for start in range(0, len(ids), BATCH):
             keys = [journal.record_key(kinds[i], i) for i in ids[start : start + BATCH]]
-            request: dict[str, Any] = {
-                name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "id, revision, version"}
-            }
-            while request:
-                page = client.batch_get_item(RequestItems=request)
-                for record in page.get("Responses", {}).get(name, []):
-                    found[record["id"]] = record
-                request = page.get("UnprocessedKeys") or {}
+            for record in aws.batch_get(client, name, keys, "id, revision, version"):
+                found[record["id"]] = record
     return found
 
 
