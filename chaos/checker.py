@@ -205,6 +205,33 @@ def _late_copy(history: History, write: Attempt, stored: StoredItem | None) -> A
     )
 
 
+def _restored_base(history: History, write: Attempt, culprit: Attempt, writes: _Writes) -> Attempt | None:
+    """Why a write in `write`'s own region could match a version older than `write`: an
+    attempt of that older version in another region, held in flight (or answered after
+    `write` began), landed there after `write` and, being newer, last writer wins put it
+    back in this region too. The same-region write then rightly matched it: the overwrite
+    is that late attempt's (cross-region), not a conditional write that failed to hold.
+
+    Only a version `write` was built on can come back this way: a same-region attempt of
+    it would have met its own condition (the item exists, the version moved on)."""
+    if _cross_region(write, culprit) or culprit.base_token is None:
+        return None
+    if culprit.base_token not in {w.token for w in writes.lineage(write.base_token)}:
+        return None
+    return next(
+        (
+            a
+            for a in history.attempts
+            if a.token == culprit.base_token
+            and a.possibly_applied
+            and _cross_region(a, write)
+            and a.start < culprit.start
+            and (not a.acknowledged or a.end > write.start)
+        ),
+        None,
+    )
+
+
 def _cross_region(a: Attempt, b: Attempt) -> bool:
     return a.region is None or b.region is None or a.region != b.region
 
@@ -229,6 +256,8 @@ def write_fates(history: History) -> list[dict[str, Any]]:
             continue
         region, stored = next(iter(missing.items()))
         culprit = _overwriter(write, stored, writes) or _late_copy(history, write, stored)
+        if culprit is not None:
+            culprit = _restored_base(history, write, culprit, writes) or culprit
         if _reported_at_risk(write, reports):
             fate = "at-risk"
         elif culprit is None:

@@ -32,8 +32,8 @@ def cause(invariant: str, evidence: dict[str, Any]) -> str:
     fates = {f["fate"] for key in ("lost", "overwritten") for f in evidence.get(key, [])}
     if invariant == "I3" and "lost-update" in fates:
         return (
-            "sandbox DynamoDB (moto behind a threaded server): two writes with If-Match on one "
-            "version both accepted in one region (the condition check is not atomic); intermittent"
+            "a write in one region matched a version older than an acknowledged one there, and no "
+            "attempt of that version in another region could have landed late and brought it back"
         )
     if invariant == "I3":
         return "a write from the other region, made without seeing an acknowledged one, replaced it"

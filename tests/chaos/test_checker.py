@@ -303,3 +303,46 @@ def test_i1_a_late_copy_of_a_retried_write_is_last_writer_wins_not_a_silent_loss
         b.items[S][ITEM].updatedRegion = P
 
         assert check(b.build()).invariants() == expected, mode
+
+
+def restored_create(mode: str, held: dict | None) -> Builder:
+    """A create held in flight in P (`held`: its attempt there, None: no such attempt) and
+    acknowledged in S on retry; two updates in S; then, in S, an update on the create's
+    version, and a delete of what it wrote."""
+    b = Builder(mode)  # type: ignore[arg-type]
+    if held is not None:
+        b.fault("function-timeout", 0.5, 5.0, P)  # DynamoDB slow in P: the create is held there
+        b.attempt("create", 1.0, P, op="c", token="t1", **held)
+    b.attempt("create", 1.5, S, 201, op="c", token="t1", version=1, item=ITEM)
+    b.update(2.0, "t2", base="t1", version=2, region=S)
+    b.update(2.5, "t3", base="t2", version=3, region=S)
+    b.update(3.5, "t4", base="t1", version=2, region=S)  # If-Match 1 passes in S
+    b.delete(4.0, "t5", base="t4", version=2, region=S)
+    return b
+
+
+def test_i3_a_held_create_landing_late_elsewhere_explains_a_match_on_its_version() -> None:
+    """The held attempt lands in P after t3 (P's replica did not have the item yet, so its
+    condition held); being newest, last writer wins brings the create back to S, where t4
+    rightly matches it. t2 and t3 were overwritten across regions: last writer wins in
+    active-active, a violation in active-passive."""
+    held = {"status": 502}
+    active_active = check(restored_create("active-active", held).build())
+    assert active_active.violations == []
+
+    active_passive = check(restored_create("active-passive", held).build())
+    assert "I3" in active_passive.invariants()
+    (violation,) = [v for v in active_passive.violations if v.invariant == "I3"]
+    fates = violation.evidence["overwritten"]
+    assert {f["write"]["token"] for f in fates} == {"t2", "t3"}
+    assert {(f["fate"], f["by"]["region"], f["by"]["status"]) for f in fates} == {("overwritten", P, 502)}
+
+
+def test_i3_a_same_region_match_on_an_old_version_with_nothing_to_restore_it_is_a_lost_update() -> None:
+    """Without an attempt that could have landed after t2 elsewhere (none; one refused;
+    one acknowledged before t2 began), t4's If-Match 1 passing in S is a lost update."""
+    for held in (None, {"status": 400, "error": "BadRequest"}, {"status": 201, "version": 1, "item": ITEM}):
+        verdict = check(restored_create("active-active", held).build())
+        assert verdict.invariants() == ["I3"], held
+        fates = verdict.violations[0].evidence["overwritten"]
+        assert {(f["fate"], f["by"]["token"]) for f in fates} == {("lost-update", "t4")}, held
