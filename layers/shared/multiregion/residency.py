@@ -135,3 +135,15 @@ def current() -> ResidencyPolicy:
 def allows(action: Action, jurisdiction: str, region: str, service_region: str = "") -> bool:
     """`current().allows(...)`: the one question every caller asks before it acts."""
     return current().allows(action, jurisdiction, region, service_region)
+
+
+def permits(action: Action, jurisdiction: str | None, region: str, service_region: str = "") -> bool:
+    """`allows` for a stored record: a record without a jurisdiction, or whose jurisdiction
+    the policy no longer knows, is allowed nowhere but where it is (residency beats
+    availability: when in doubt, the data does not move)."""
+    if not jurisdiction:
+        return False
+    try:
+        return allows(action, jurisdiction, region, service_region)
+    except ResidencyError:
+        return False

@@ -72,7 +72,7 @@ def begin(detail: dict[str, Any], execution_id: str, settings: Settings, bridge:
             return job  # this step again (a Step Functions retry): the photo is this run's
         # EventBridge delivers at least once: another event for an upload already taken.
         return job.model_copy(update={"skip": f"photo is already {photo.status}"})
-    if not residency.allows("process", photo.homeRegion, job.detectIn):
+    if not residency.permits("process", photo.jurisdiction, job.detectIn, settings.service_region):
         reason = f"may not be processed in {job.detectIn}"
         _change(settings, StatusChange(id=photo_id, status="SKIPPED_RESIDENCY", reason=reason))
         return job.model_copy(update={"skip": "residency"})
