@@ -158,16 +158,10 @@ class Residency:
 
 
 def _log(event: TriggerEvent, outcome: str, user_key: str = "", **fields: Any) -> None:
-    logger.info(
-        "residency decision",
-        extra={
-            "trigger": event.triggerSource,
-            "outcome": outcome,
-            "region": fields.pop("region", ""),
-            "user": user_key[:KEY_PREFIX_CHARS],
-            **fields,
-        },
-    )
+    """One line per decision; `fields` carry the region and, once known, the jurisdiction
+    and the home. The user is the registry key's first characters, never the username."""
+    extra = {"trigger": event.triggerSource, "outcome": outcome, "user": user_key[:KEY_PREFIX_CHARS]}
+    logger.info("residency decision", extra={**extra, **fields})
 
 
 def _refuse(event: TriggerEvent, error: Refused, user_key: str = "", **fields: Any) -> Refused:
@@ -205,7 +199,6 @@ def pre_sign_up(raw: dict[str, Any], context: Residency) -> dict[str, Any]:
         ) from None
     decided = {
         "region": region,
-        "country": country,
         "jurisdiction": jurisdiction.name,
         "home": jurisdiction.home,
     }
@@ -225,7 +218,7 @@ def pre_sign_up(raw: dict[str, Any], context: Residency) -> dict[str, Any]:
     return raw
 
 
-def _registered_here(event: TriggerEvent, context: Residency, action: str) -> tuple[str, Registration]:
+def _registered_here(event: TriggerEvent, context: Residency, action: str) -> Registration:
     """The user's registry entry, if this region is their home; refused otherwise."""
     user_key = context.user_key(event.userName)
     found = context.registry.lookup(user_key)
@@ -237,7 +230,7 @@ def _registered_here(event: TriggerEvent, context: Residency, action: str) -> tu
         error = WrongRegion(f"your home region is {context.where(found.homeRegion)}: {action} there")
         raise _refuse(event, error, user_key, **decided)
     _log(event, "allowed", user_key, **decided)
-    return user_key, found
+    return found
 
 
 def pre_authentication(raw: dict[str, Any], context: Residency) -> dict[str, Any]:
@@ -259,7 +252,7 @@ def pre_token_generation(raw: dict[str, Any], context: Residency) -> dict[str, A
     so the home region is checked here too."""
     event = PreTokenGenerationEvent.model_validate(raw)
     _supported(event, TOKEN_SOURCES, context.region)
-    _, found = _registered_here(event, context, "sign in")
+    found = _registered_here(event, context, "sign in")
     given = event.response.claimsOverrideDetails or ClaimsOverrideDetails()
     claims = {
         **(given.claimsToAddOrOverride or {}),
