@@ -28,6 +28,7 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from multiregion import residency
+from multiregion.caller import JURISDICTION_CLAIM, REGION_CLAIM
 from multiregion.identity import keys
 from multiregion.identity.errors import (
     AlreadyRegistered,
@@ -44,8 +45,6 @@ from multiregion.settings import get_settings
 logger = Logger(child=True)
 
 COUNTRY = "custom:country"
-REGION_CLAIM = "custom:region"
-JURISDICTION_CLAIM = "custom:jurisdiction"
 RESERVED = (REGION_CLAIM, JURISDICTION_CLAIM)  # the service sets them, never the user
 
 SIGN_UP_SOURCES = frozenset({"PreSignUp_SignUp", "PreSignUp_AdminCreateUser"})
