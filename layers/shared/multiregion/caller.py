@@ -43,6 +43,7 @@ def caller_of(event: dict[str, Any]) -> Caller:
         raise UnauthorizedError("the API takes ID tokens: sign in and send the ID token")
     if not _SUBJECT.match(subject) or not home or not jurisdiction:
         raise UnauthorizedError(
-            "no verified identity with a home region: sign in and send your ID token in the Authorization header"
+            "no verified identity with a home region: "
+            "sign in and send your ID token in the Authorization header"
         )
     return Caller(subject=subject, home_region=home, jurisdiction=jurisdiction)
