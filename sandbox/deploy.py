@@ -29,6 +29,8 @@ from typing import Any
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from sandbox import cognito
+from sandbox.authorizer import CognitoAuthorizer, route_authorizers
 from sandbox.cloud import ACCOUNT_ID, Cloud
 from sandbox.functions import FunctionSpec, Runtime
 from sandbox.replication import ReplicationRule
@@ -65,6 +67,8 @@ class Route:
     method: str
     path: str  # API Gateway path template, e.g. /items/{id}
     logical_id: str
+    # The method's COGNITO_USER_POOLS authorizer, from the OpenAPI body (sandbox.authorizer).
+    authorizer: CognitoAuthorizer | None = None
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Deployment:
     routes: list[Route] = field(default_factory=list)
     seconds: float = 0.0
     schedules: list[ScheduledRule] = field(default_factory=list)  # fired by sandbox.schedules
+    user_pools: dict[str, cognito.UserPool] = field(default_factory=dict)  # by logical id (sandbox.cognito)
 
     @property
     def is_app_region(self) -> bool:
@@ -215,6 +220,18 @@ class Deployer:
                 patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}]
             )
 
+    def _create_user_pools(self, cfn: dict[str, Any], env: Environment) -> dict[str, cognito.UserPool]:
+        """AWS::Cognito::UserPool and UserPoolClient: moto's CloudFormation skips them.
+        Create them through the API before the stack (sandbox.cognito); their triggers are
+        set once the functions exist (`cognito.set_triggers`)."""
+        return cognito.create_pools(
+            cfn["Resources"],
+            env.region,
+            lambda resource: self._condition_holds(resource, env),
+            lambda value: self._evaluate(value, env),
+            self.cloud.client("cognito-idp", env.region),
+        )
+
     def _resolve(self, value: Any, env: Environment) -> str:
         if isinstance(value, dict) and "Ref" in value:
             ref = value["Ref"]
@@ -229,13 +246,15 @@ class Deployer:
           ignores the OpenAPI body SAM generates, so its REST API would have no methods);
         - state machines: moto's CloudFormation puts them where its interpreter cannot run
           them and ignores DefinitionSubstitutions; they are created through the API;
-        - the global table (created by `_create_global_table`)."""
+        - the global table (created by `_create_global_table`);
+        - Cognito pools and clients (created by `_create_user_pools`, references swapped)."""
         cfn = copy.deepcopy(cfn)
         removed = {
             name
             for name, r in cfn["Resources"].items()
             if r["Type"] in API_RESOURCE_TYPES
             or r["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::DynamoDB::GlobalTable")
+            or r["Type"] in cognito.COGNITO_TYPES
         }
         machines = {
             n: cfn["Resources"][n] for n in removed if cfn["Resources"][n]["Type"].endswith("StateMachine")
@@ -585,17 +604,32 @@ class Deployer:
             return None
         return int(self._resolve(value, env))
 
-    def _routes(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[Route]:
+    def _routes(
+        self, env: Environment, resources: dict[str, dict[str, str]], cfn: dict[str, Any] | None = None
+    ) -> list[Route]:
         routes = []
+        authorizers: dict[str, dict] = {}  # REST API logical id -> (METHOD, path) -> authorizer
         for logical, resource in self.sam["Resources"].items():
             if resource["Type"] != "AWS::Serverless::Function" or logical not in resources:
                 continue
             for event in resource["Properties"].get("Events", {}).values():
-                if event["Type"] == "Api":
-                    routes.append(
-                        Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical)
-                    )
+                if event["Type"] != "Api":
+                    continue
+                props = event["Properties"]
+                method, path = props["Method"].upper(), props["Path"]
+                api = (props.get("RestApiId") or {}).get("Ref", "ServerlessRestApi")
+                if api not in authorizers:
+                    authorizers[api] = self._api_authorizers(cfn, api, env)
+                routes.append(Route(method, path, logical, authorizers[api].get((method, path))))
         return routes
+
+    def _api_authorizers(self, cfn: dict[str, Any] | None, api: str, env: Environment) -> dict:
+        """Each method's authorizer, read from the transformed REST API's OpenAPI body
+        (moto drops `security` on import; the sandbox's API front door applies it)."""
+        body = ((cfn or {}).get("Resources", {}).get(api, {}).get("Properties") or {}).get("Body")
+        if not isinstance(body, dict):
+            return {}
+        return route_authorizers(body, lambda value: self._evaluate_if(value, env))
 
     def _schedules(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[ScheduledRule]:
         """The enabled `Schedule` events of the functions deployed here, as EventBridge keeps
@@ -633,6 +667,8 @@ class Deployer:
         self._conditions = cfn.get("Conditions", {})
         self._check_access_logging(cfn, env)
         self._create_global_table(cfn, env)
+        pools = self._create_user_pools(cfn, env)
+        cfn = cognito.swap_references(cfn, pools)
         stripped, machines = self._strip(cfn)
         stripped = self._name_machines(stripped, machines, env)
         client = self.cloud.client("cloudformation", env.region)
@@ -661,10 +697,20 @@ class Deployer:
         self._configure_buckets(env, resources)
         self._subscribe_and_set_queue_policies(env, resources)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
+        cognito.set_triggers(
+            pools,
+            lambda value: self._evaluate(value, env, resources),
+            self.cloud.client("cognito-idp", env.region),
+        )
         self._register_functions(env, resources)
         schedules = self._schedules(env, resources)
         deployment = Deployment(
-            env, outputs, self._routes(env, resources), time.monotonic() - started, schedules
+            env,
+            outputs,
+            self._routes(env, resources, cfn),
+            time.monotonic() - started,
+            schedules,
+            pools,
         )
         logger.info("deployed %s (%s) in %.2f s", env.region, env.role, deployment.seconds)
         return deployment

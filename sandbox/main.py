@@ -3,8 +3,10 @@
 `Sandbox.start()` brings up, in order: the AWS endpoint (moto), the deploy of every
 region role, each app region's API, each region's schedules (EventBridge rules firing
 their functions), global-table replication, health checks and the global endpoint, and
-the admin endpoint; then writes the endpoints file. `stop()` takes
-it all down in reverse order and removes the file.
+the admin endpoint; then writes the endpoints file. Cognito's triggers run through the
+same Lambda runtime (`sandbox.cognito_triggers`), and each app region's API checks
+Cognito tokens where the template puts an authorizer. `stop()` takes it all down in
+reverse order and removes the file.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sandbox import rekognition, sns_delivery
+from sandbox import cognito, cognito_triggers, rekognition, sns_delivery
 from sandbox.apigateway import RegionalApi
+from sandbox.authorizer import moto_verifier
 from sandbox.cloud import CREDENTIALS, Cloud, check_port_free
 from sandbox.deploy import Deployer, Deployment, read_samconfig
 from sandbox.faults import FaultError, FaultState
@@ -114,6 +117,7 @@ class Sandbox:
         layers = [self.root / "layers" / name for name in sorted(os.listdir(self.root / "layers"))]
         self.runtime = Runtime(layers, base_env, self.options.containers)
         connect_moto_lambda(self.runtime)
+        cognito_triggers.install(self.runtime, self.faults)
         deployer = Deployer(self.root, self.cloud, self.runtime)
         warming = []
         for env in self.environments:
@@ -133,6 +137,9 @@ class Sandbox:
             thread.join(timeout=30)
         self.timings["warm"] = time.monotonic() - started
 
+        verifier = moto_verifier(
+            self.cloud.url, lambda r: self.cloud.client("cognito-idp", r, read_timeout=5, connect_timeout=2)
+        )
         for deployment in self.deployments:
             if deployment.is_app_region:
                 region = deployment.environment.region
@@ -144,6 +151,7 @@ class Sandbox:
                     self.options.host,
                     ports[region],
                     self.options.stage,
+                    verifier,
                 )
                 api.start()
                 self.apis[region] = api
@@ -326,6 +334,12 @@ class Sandbox:
             "admin": f"http://{self.options.host}:{self.admin.server_address[1]}",
             "regions": {region: api.url for region, api in self.apis.items()},
             "outputs": {d.environment.region: d.outputs for d in self.deployments},
+            # Per region with pools: userPoolId, userPoolClientId, issuer (and every pool).
+            "cognito": {
+                d.environment.region: cognito.endpoints(d.user_pools)
+                for d in self.deployments
+                if d.user_pools
+            },
         }
 
     def _write_endpoints(self) -> None:
@@ -355,7 +369,12 @@ class Sandbox:
                 stoppers.append(part.stop)
         if self.runtime is not None:
             stoppers.append(self.runtime.stop)
-        stoppers += [rekognition.uninstall, self.rekognition.close, self.cloud.stop]
+        stoppers += [
+            rekognition.uninstall,
+            cognito_triggers.uninstall,
+            self.rekognition.close,
+            self.cloud.stop,
+        ]
         for stop in stoppers:
             try:
                 stop()
