@@ -28,9 +28,9 @@ from sandbox.faults import FaultState
 from sandbox.functions import FunctionError, Runtime
 
 logger = logging.getLogger(__name__)
-# An authorizer's refusal is API Gateway's UNAUTHORIZED (401) gateway response; the
-# template customises none but DEFAULT_4XX, whose code is "BadRequest".
-UNAUTHORIZED_CODE = "BadRequest"
+# An authorizer's refusal is API Gateway's UNAUTHORIZED (401) gateway response, which the
+# template shapes with the code "Unauthorized" and the authorizer's message.
+UNAUTHORIZED_CODE = "Unauthorized"
 
 
 class _CompiledRoute:

@@ -83,18 +83,21 @@ def route_authorizers(body: dict[str, Any], unwrap: Callable[[Any], Any] = lambd
             if not isinstance(operation, dict):
                 continue
             name = "ANY" if method == _METHODS_ANY else method.upper()
-            found[(name, path)] = _authorizer(operation.get("security") or [], schemes)
+            found[(name, path)] = _authorizer(operation.get("security") or [], schemes, unwrap)
     return found
 
 
-def _authorizer(security: list[dict[str, Any]], schemes: dict[str, Any]) -> CognitoAuthorizer | None:
+def _authorizer(
+    security: list[dict[str, Any]], schemes: dict[str, Any], unwrap: Callable[[Any], Any] = lambda v: v
+) -> CognitoAuthorizer | None:
     for requirement in security:
         for scheme_name in requirement:
             scheme = schemes.get(scheme_name)
             if not scheme or scheme.get("x-amazon-apigateway-authtype") != COGNITO_AUTHTYPE:
                 continue  # NONE (no scheme), or another kind the sandbox does not serve
             config = scheme.get("x-amazon-apigateway-authorizer") or {}
-            arns = config.get("providerARNs") or []
+            # A pool ARN may be conditional (Fn::If, AWS::NoValue dropping it from the list).
+            arns = [a for a in (unwrap(arn) for arn in config.get("providerARNs") or []) if a is not None]
             if not all(isinstance(a, str) for a in arns):
                 raise ValueError(f"authorizer {scheme_name}: providerARNs not resolved: {arns!r}")
             return CognitoAuthorizer(scheme_name, str(scheme.get("name", "Authorization")), tuple(arns))

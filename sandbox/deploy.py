@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import time
 import tomllib
@@ -79,6 +80,7 @@ class Deployment:
     seconds: float = 0.0
     schedules: list[ScheduledRule] = field(default_factory=list)  # fired by sandbox.schedules
     user_pools: dict[str, cognito.UserPool] = field(default_factory=dict)  # by logical id (sandbox.cognito)
+    global_tables: list[str] = field(default_factory=list)  # created by this deploy (the primary's)
 
     @property
     def is_app_region(self) -> bool:
@@ -144,6 +146,8 @@ class Deployer:
         self.cloud = cloud
         self.runtime = runtime
         self.sam = yaml_parse((root / "template.yaml").read_text())
+        self._residency_key = secrets.token_urlsafe(48)  # one per topology: see _put_residency_key
+        self._packaged: dict[str, dict[str, Any]] = {}  # region -> the template as packaged there
 
     # --- SAM → CloudFormation ----------------------------------------------------------
 
@@ -172,22 +176,40 @@ class Deployer:
                 return {}
 
         os.environ.setdefault("AWS_DEFAULT_REGION", env.region)
-        return transform(sam, {"AWS::Region": env.region}, NoManagedPolicies())
+        # As CloudFormation runs the transform: with the stack's parameter values (SAM
+        # resolves some Refs itself, e.g. in an authorizer's UserPoolArn).
+        return transform(sam, {**env.parameters, "AWS::Region": env.region}, NoManagedPolicies())
 
     # --- Adapters: what moto's CloudFormation does not do ------------------------------------
 
-    def _create_global_table(self, cfn: dict[str, Any], env: Environment) -> None:
+    def _create_global_table(self, cfn: dict[str, Any], env: Environment) -> list[str]:
         """AWS::DynamoDB::GlobalTable: moto skips the type. Create a table with the same
-        definition in every replica region; sandbox.replication replicates between them."""
+        definition in every replica region; sandbox.replication replicates between them.
+        Returns the names of the global tables created."""
+        created = []
         for name, resource in cfn["Resources"].items():
             if resource["Type"] != "AWS::DynamoDB::GlobalTable" or not self._condition_holds(resource, env):
                 continue
             props = resource["Properties"]
-            table = self._resolve(props["TableName"], env)
+            table = self._evaluate(props["TableName"], env)  # a Ref, or a Fn::Sub of one
             for replica in props["Replicas"]:
                 region = self._resolve(replica["Region"], env)
                 self.cloud.client("dynamodb", region).create_table(**replica_table_definition(props, table))
                 logger.info("global table %s: replica in %s (%s)", table, region, name)
+            created.append(table)
+        return created
+
+    def _put_residency_key(self, cfn: dict[str, Any], env: Environment) -> None:
+        """What the operator does before the first deploy (CloudFormation cannot create a
+        SecureString): put the residency registry's HMAC key in each app region, the same
+        value everywhere. The sandbox draws one random key per deploy of the topology."""
+        app_region = env.role in ("primary", "secondary")
+        if "ResidencyKeyParameter" not in cfn.get("Parameters", {}) or not app_region:
+            return
+        name = self._resolve({"Ref": "ResidencyKeyParameter"}, env)
+        self.cloud.client("ssm", env.region).put_parameter(
+            Name=name, Type="SecureString", Value=self._residency_key, Overwrite=True
+        )
 
     def _check_access_logging(self, cfn: dict[str, Any], env: Environment) -> None:
         """API Gateway refuses to create a stage with access logging in a region whose
@@ -655,6 +677,15 @@ class Deployer:
 
     # --- The whole deploy ---------------------------------------------------------------------
 
+    def update_routes(self, env: Environment, deployment: Deployment) -> None:
+        """A second deploy of a region whose new parameters change only its API's routes (the
+        other app region's user pool ARN in the authorizer): transform again with them and
+        recompute the routes. The stack's resources stay as they are."""
+        cfn = self._transform(copy.deepcopy(self._packaged[env.region]), env)
+        self._conditions = cfn.get("Conditions", {})
+        cfn = cognito.swap_references(cfn, deployment.user_pools)
+        deployment.routes = self._routes(env, self._stack_resources(env, env.stack_name), cfn)
+
     def deploy(self, env: Environment) -> Deployment:
         started = time.monotonic()
         # CloudFormation checks Rules before the change set: a refused region creates nothing.
@@ -663,10 +694,12 @@ class Deployer:
             lambda ref: self._resolve({"Ref": ref}, env),
             f"stack {env.stack_name} in {env.region}",
         )
-        cfn = self._transform(self._package(env), env)
+        self._packaged[env.region] = self._package(env)
+        cfn = self._transform(copy.deepcopy(self._packaged[env.region]), env)  # it edits its input
         self._conditions = cfn.get("Conditions", {})
         self._check_access_logging(cfn, env)
-        self._create_global_table(cfn, env)
+        global_tables = self._create_global_table(cfn, env)
+        self._put_residency_key(cfn, env)
         pools = self._create_user_pools(cfn, env)
         cfn = cognito.swap_references(cfn, pools)
         stripped, machines = self._strip(cfn)
@@ -711,6 +744,7 @@ class Deployer:
             time.monotonic() - started,
             schedules,
             pools,
+            global_tables,
         )
         logger.info("deployed %s (%s) in %.2f s", env.region, env.role, deployment.seconds)
         return deployment

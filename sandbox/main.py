@@ -68,7 +68,8 @@ class Sandbox:
         self.runtime: Runtime | None = None
         self.apis: dict[str, RegionalApi] = {}
         self.schedulers: list[Scheduler] = []
-        self.replicator: GlobalTableReplicator | None = None
+        self.replicator: GlobalTableReplicator | None = None  # the items table's
+        self.other_replicators: list[GlobalTableReplicator] = []  # the other global tables
         self.s3_replicator: S3Replicator | None = None
         self.sqs_pollers: list[SqsPoller] = []
         self.stream_pollers: list[StreamPoller] = []
@@ -127,11 +128,21 @@ class Sandbox:
             first_deploy = env.role == "primary" and "PhotoReplication" not in env.parameters
             if first_deploy:
                 env.parameters["PhotoReplication"] = "pending"
+            # The secondary's API takes the primary's users' tokens too: its pool exists now.
+            if env.role == "secondary":
+                env.parameters.update(_pool_arn(self.deployments, "primary", "PrimaryUserPoolArn"))
             self.deployments.append(deployer.deploy(env))
             if first_deploy:
                 del env.parameters["PhotoReplication"]
             # Containers start in other processes while the next region deploys.
             warming += self.runtime.prewarm(env.region)
+        # The README's second pass: the primary's API learns the secondary's pool.
+        for deployment in self.deployments:
+            if deployment.environment.role == "primary":
+                peer = _pool_arn(self.deployments, "secondary", "SecondaryUserPoolArn")
+                if peer:
+                    deployment.environment.parameters.update(peer)
+                    deployer.update_routes(deployment.environment, deployment)
         self.timings["deploy"] = time.monotonic() - started
         for thread in warming:
             thread.join(timeout=30)
@@ -183,13 +194,18 @@ class Sandbox:
                 self.schedulers.append(scheduler)
 
         table = self.deployments[0].outputs["TableName"]
-        self.replicator = GlobalTableReplicator(
-            lambda region: self.cloud.client("dynamodb", region, read_timeout=5, connect_timeout=2),
-            table,
-            self.app_regions,
-            self.faults,
-        )
-        self.replicator.start()
+        self.replicator, *self.other_replicators = [
+            GlobalTableReplicator(
+                lambda region: self.cloud.client("dynamodb", region, read_timeout=5, connect_timeout=2),
+                name,
+                self.app_regions,
+                self.faults,
+            )
+            # The items table first: status, settle and the metrics reset name it.
+            for name in [table, *(t for d in self.deployments for t in d.global_tables if t != table)]
+        ]
+        for replicator in (self.replicator, *self.other_replicators):
+            replicator.start()
         self.s3_replicator = S3Replicator(
             lambda region: self.cloud.client(
                 "s3", region, read_timeout=5, connect_timeout=2, s3={"addressing_style": "path"}
@@ -223,6 +239,7 @@ class Sandbox:
         return {
             "faults": self.faults.snapshot(),
             "replication": self.replicator.stats() if self.replicator else None,
+            "otherReplication": {r.table_name: r.stats() for r in self.other_replicators},
             "s3Replication": self.s3_replicator.stats() if self.s3_replicator else None,
             "sqsPollers": {k: v for p in self.sqs_pollers for k, v in p.stats().items()},
             "streamPollers": {k: v for p in self.stream_pollers for k, v in p.stats().items()},
@@ -258,6 +275,8 @@ class Sandbox:
         idle = all([poller.wait_until_idle(timeout) for poller in self.stream_pollers])
         if self.replicator is not None:
             idle = self.replicator.wait_until_idle(timeout) and idle
+        for replicator in self.other_replicators:
+            idle = replicator.wait_until_idle(timeout) and idle
         if self.s3_replicator is not None:
             idle = self.s3_replicator.wait_until_idle(timeout) and idle
         if idle and self.stream_pollers:
@@ -361,6 +380,7 @@ class Sandbox:
             *self.stream_pollers,
             self.s3_replicator,
             self.replicator,
+            *self.other_replicators,
             *self.schedulers,
             *self.apis.values(),
         )
@@ -381,3 +401,11 @@ class Sandbox:
             except Exception:
                 logger.exception("while stopping the sandbox")
         self.options.endpoints_file.unlink(missing_ok=True)
+
+
+def _pool_arn(deployments: list[Deployment], role: str, parameter: str) -> dict[str, str]:
+    """{parameter: the user pool ARN of the region playing `role`} ({} without one)."""
+    for deployment in deployments:
+        if deployment.environment.role == role and "UserPool" in deployment.user_pools:
+            return {parameter: deployment.user_pools["UserPool"].arn}
+    return {}

@@ -8,21 +8,24 @@ by an administrator (AdminConfirmSignUp), as an operator would.
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from typing import Any
 
 import boto3
+import requests
 from botocore.config import Config
 
 from sandbox.cloud import CREDENTIALS
 
 
 def cognito_client(endpoints: dict[str, Any], region: str) -> Any:
+    """The sandbox's Cognito (endpoints["aws"]), or AWS's own when there is none."""
+    config = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30)
+    if not endpoints.get("aws"):
+        return boto3.client("cognito-idp", region_name=region, config=config)
     return boto3.client(
-        "cognito-idp",
-        region_name=region,
-        endpoint_url=endpoints["aws"],
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30),
-        **CREDENTIALS,
+        "cognito-idp", region_name=region, endpoint_url=endpoints["aws"], config=config, **CREDENTIALS
     )
 
 
@@ -79,3 +82,16 @@ def sign_in(endpoints: dict[str, Any], region: str, username: str, password: str
         "refreshToken": tokens.get("RefreshToken"),
         "expiresIn": tokens.get("ExpiresIn"),
     }
+
+
+def new_user_session(
+    endpoints: dict[str, Any], region: str, country: str, name: str = "user"
+) -> requests.Session:
+    """A fresh user (a unique name, a random password) signed up in `region`, their home,
+    and an HTTP session that sends their ID token, as the API's authorizer wants it."""
+    username = f"{name}-{uuid.uuid4().hex[:12]}"
+    password = f"Aa1-{secrets.token_urlsafe(18)}"
+    tokens = sign_up_and_sign_in(endpoints, region, username, password, country)
+    session = requests.Session()
+    session.headers["Authorization"] = tokens["idToken"]
+    return session

@@ -31,7 +31,7 @@ from sandbox.faults import FaultState
 
 REGION, OTHER = "ca-central-1", "us-west-2"
 PASSWORD = "Passw0rd!long"
-UNAUTHORIZED = {"code": "BadRequest", "message": "Unauthorized", "region": REGION}
+UNAUTHORIZED = {"code": "Unauthorized", "message": "Unauthorized", "region": REGION}
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from sandbox import cognito_triggers
 from sandbox.cloud import Cloud
@@ -130,6 +131,9 @@ def deployed(
         yield cloud, runtime, deployment
     finally:
         cognito_triggers.uninstall()
+        # moto's backends are this process's: leave no deployed functions behind (moto's
+        # /moto-api/data.json, which other tests read, cannot describe them without Docker).
+        requests.post(f"{cloud.url}/moto-api/reset", timeout=10)
         cloud.stop()
 
 
