@@ -57,7 +57,8 @@ def test_create_records_a_pending_photo_and_returns_a_presigned_post(
     assert photo["uploadRegion"] == photo["homeRegion"] == REGION
     assert photo["jurisdiction"] == "CA"  # the caller's, from the token
     assert "owner" not in photo
-    assert photo["objectKey"] == f"uploads/{REGION}/{photo['id']}.png"
+    # CA's data may not leave ca-central-1: its object goes where replication never looks.
+    assert photo["objectKey"] == f"resident/{REGION}/{photo['id']}.png"
     assert header(response, "Location") == f"/photos/{photo['id']}"
     # The POST policy pins key, type and size: S3 refuses anything else.
     assert upload["fields"]["key"] == photo["objectKey"]
@@ -244,3 +245,15 @@ def test_a_region_the_policy_does_not_allow_refuses_with_the_home_endpoint(
     boto3.client("dynamodb", region_name="us-west-2").create_table(**cfn.create_photos_table_kwargs(TABLE))
     allowed = invoke(as_user(load_event("photos_api/list.json"), US_USER), lambda_context)
     assert allowed["statusCode"] == 200
+
+
+def test_a_photo_that_may_fail_over_is_put_where_bucket_replication_copies_it(
+    photos: Any, lambda_context: Any
+) -> None:
+    """A US user's data may be in both app regions: its object goes under uploads/, the
+    prefix of the bucket's replication rule; a CA user's under resident/ (the test above)."""
+    response = invoke(as_user(load_event("photos_api/create-image.json"), US_USER), lambda_context)
+
+    photo = body(response)["photo"]
+    assert photo["objectKey"] == f"uploads/{REGION}/{photo['id']}.png"
+    assert body(response)["upload"]["fields"]["key"] == photo["objectKey"]

@@ -460,3 +460,13 @@ def test_the_default_residency_policy_pins_ca_and_lets_us_fail_over() -> None:
     custom = cfn.resources_for(PRIMARY, ResidencyPolicy=mine)["ItemsApiFunction"]["Properties"]
     given = cfn.resolve(custom["Environment"]["Variables"]["RESIDENCY_POLICY"], PRIMARY, ResidencyPolicy=mine)
     assert residency.parse(given).named("X").home == "eu-west-1"
+
+
+def test_bucket_replication_copies_uploads_and_never_resident_objects() -> None:
+    """Objects of a jurisdiction that may not be in the other app region are put under
+    resident/ (multiregion.photos.uploads): the replication rule and its role see uploads/ only."""
+    resources = cfn.resources_for(PRIMARY)
+    config = cfn.resolve(resources["PhotosBucket"]["Properties"]["ReplicationConfiguration"], PRIMARY)
+    assert [rule["Filter"] for rule in config["Rules"]] == [{"Prefix": "uploads/"}]
+    role = json.dumps(cfn.resolve(resources["PhotosReplicationRole"]["Properties"], PRIMARY))
+    assert "uploads/" in role and "resident" not in role

@@ -29,7 +29,7 @@ from multiregion.settings import Settings
 from multiregion.transactions import guarded
 
 logger = Logger(child=True)
-_KEY = re.compile(r"uploads/(?P<region>[a-z0-9-]+)/(?P<id>[0-9a-f]{32})\.[a-z0-9]+")
+_KEY = re.compile(r"(?:uploads|resident)/(?P<region>[a-z0-9-]+)/(?P<id>[0-9a-f]{32})\.[a-z0-9]+")
 
 
 def _photos(settings: Settings) -> PhotoRepository:

@@ -77,7 +77,11 @@ class PhotoRepository:
         self._region = region
         self._clock = clock
 
-    def create(self, data: PhotoInput, media: MediaType, owner: Caller, guard: WriteGuard) -> Photo:
+    def create(
+        self, data: PhotoInput, media: MediaType, owner: Caller, guard: WriteGuard, replicated: bool = True
+    ) -> Photo:
+        """Record a declared upload; `replicated`: may its object and record go to the other
+        app region (the residency policy's answer for the owner's jurisdiction)."""
         photo_id = uuid.uuid4().hex
         now = self._clock()
         record: dict[str, Any] = {
@@ -89,7 +93,7 @@ class PhotoRepository:
             "kind": media.kind,
             "contentType": media.content_type,
             "size": data.size,
-            "objectKey": object_key(self._region, photo_id, media.extension),
+            "objectKey": object_key(self._region, photo_id, media.extension, replicated),
             "uploadRegion": self._region,
             "homeRegion": owner.home_region,
             "jurisdiction": owner.jurisdiction,

@@ -82,7 +82,8 @@ def create_photo(photo: PhotoInput):
     if not settings.photos_bucket:
         raise RuntimeError("PHOTOS_BUCKET is not set: the photos function has no bucket")
     repository = _repository()
-    created = guarded(settings, lambda guard: repository.create(photo, media, caller, guard))
+    replicated = residency.permits("replicate", caller.jurisdiction, settings.other_app_region())
+    created = guarded(settings, lambda guard: repository.create(photo, media, caller, guard, replicated))
     upload = presigned_upload(
         aws.client("s3", settings.region),
         settings.photos_bucket,
