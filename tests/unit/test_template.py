@@ -470,3 +470,43 @@ def test_bucket_replication_copies_uploads_and_never_resident_objects() -> None:
     assert [rule["Filter"] for rule in config["Rules"]] == [{"Prefix": "uploads/"}]
     role = json.dumps(cfn.resolve(resources["PhotosReplicationRole"]["Properties"], PRIMARY))
     assert "uploads/" in role and "resident" not in role
+
+
+GEO = {
+    **DOMAIN,
+    "GeoDomainName": "home.api.example.com",
+    "PrimaryGeoCountry": "CA",
+    "SecondaryGeoCountry": "US",
+}
+
+
+@pytest.mark.parametrize(("region", "country"), [(PRIMARY, "CA"), (SECONDARY, "US")])
+def test_geolocation_records_send_each_regions_country_home_beside_the_latency_records(
+    region: str, country: str
+) -> None:
+    resources = cfn.resources_for(region, **GEO)
+    record = cfn.resolve(resources["ApiGeoRecord"]["Properties"], region, **GEO)
+
+    assert set(resources) >= CUSTOM_DOMAIN_RESOURCES  # the latency records stay
+    assert record["Name"] == "home.api.example.com"
+    assert record["GeoLocation"] == {"CountryCode": country}
+    assert record["HealthCheckId"] == {"Ref": "ApiHealthCheck"}  # an unhealthy home falls back
+    assert record["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["ApiGeoDomain", "RegionalDomainName"]}
+    defaults = [
+        n
+        for n, r in resources.items()
+        if r["Type"] == "AWS::Route53::RecordSet" and n == "ApiGeoDefaultRecord"
+    ]
+    assert bool(defaults) is (region == PRIMARY)  # one default per name
+    if defaults:
+        default = cfn.resolve(resources["ApiGeoDefaultRecord"]["Properties"], region, **GEO)
+        assert default["GeoLocation"] == {"CountryCode": "*"}
+        assert default["AliasTarget"]["DNSName"] == "api.example.com"  # the latency records
+
+
+def test_without_a_geo_name_or_country_there_is_no_geolocation_record() -> None:
+    assert "ApiGeoRecord" not in cfn.resources_for(PRIMARY, **DOMAIN)
+    assert "ApiGeoRecord" not in cfn.resources_for(PRIMARY, **{**GEO, "PrimaryGeoCountry": ""})
+    assert "ApiGeoDomain" not in cfn.resources_for(
+        PRIMARY, **{k: v for k, v in GEO.items() if k != "HostedZoneId"}
+    )
