@@ -8,11 +8,12 @@ import re
 import uuid
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from functions.items_api import app
-from multiregion import listing
+from multiregion import journal, listing
 from multiregion.cursor import encode_cursor
 from multiregion.items import ItemInput, ItemRepository
 from multiregion.settings import get_settings
@@ -20,7 +21,7 @@ from multiregion.transactions import guarded
 from tests.support.cfn import load_event
 from tests.support.identity import CA_USER, OTHER_CA_USER, as_user
 from tests.support.responses import body, header
-from tests.unit.conftest import REGION
+from tests.unit.conftest import REGION, TABLE
 
 ITEM_ID = "0123456789abcdef0123456789abcdef"
 SEEDED_ETAG = '"1.0123456789ab"'  # the seeded item's revision comes from the same patched uuid4
@@ -508,3 +509,22 @@ def test_an_idempotency_key_is_the_callers_own(table: Any, lambda_context: Any) 
 
     assert (mine["statusCode"], theirs["statusCode"]) == (201, 201)
     assert body(mine)["item"]["id"] != body(theirs)["item"]["id"]
+
+
+def test_the_journal_keeps_the_owner_so_a_restored_item_is_still_its_owners(table: Any) -> None:
+    """Failback's resolver restores a dropped version from its journal entry's image: the
+    image names the owner, and the restored item is back in its owner's list."""
+    repository = ItemRepository(table, REGION, owner=CA_USER.subject)
+    created, _ = guarded(get_settings(), lambda guard: repository.create(ItemInput(name="mine"), guard))
+    control = boto3.resource("dynamodb", region_name=REGION).Table(f"{TABLE}-control")
+    (entry,) = [e for s in range(16) for e in journal.since(control, s, "2000")]
+    assert entry.image == {"name": "mine", "description": "", "tags": [], "owner": CA_USER.subject}
+
+    table.delete_item(Key={"pk": f"ITEM#{created.id}", "sk": "ITEM"})
+    ownerless = ItemRepository(table, REGION)  # the resolver acts for no user
+    restored = guarded(
+        get_settings(),
+        lambda guard: ownerless.restore(created.id, ItemInput(name="mine"), 2, guard, entry.image["owner"]),
+    )
+    assert restored.owner == CA_USER.subject
+    assert [i.id for i in repository.list(10)[0]] == [created.id]

@@ -992,6 +992,11 @@ def test_report_times_each_step_from_its_milestones() -> None:
 
     result = report.report(document)
 
+    assert result["residency"] is None  # nothing withheld
+    document["catchUp"]["value"].update(withheld=2, withheldIds=["1" * 32, "2" * 32])
+    withheld = report.report(document)["residency"]
+    assert (withheld["withheld"], withheld["withheldIds"]) == (2, ["1" * 32, "2" * 32])
+    assert f"may not leave {PRIMARY}" in withheld["note"] and SECONDARY in withheld["note"]
     assert result["steps"] == {"fence": 1.0, "catchUp": 2.5, "promote": 0.5, "routing": 0.25}
     assert result["trustedWindow"] == {"from": "2026-11-23T06:55:01.000Z", "to": "2026-11-23T07:00:01.000Z"}
     assert (result["epoch"], result["writers"], result["from"], result["to"]) == (
