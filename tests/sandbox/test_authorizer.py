@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import jwt
 import pytest
 import requests
-from botocore.config import Config
-from moto.server import ThreadedMotoServer
 from moto.utilities.utils import load_resource
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
@@ -28,6 +24,7 @@ from sandbox.apigateway import RegionalApi
 from sandbox.authorizer import CognitoAuthorizer, claims_for_event, moto_verifier, route_authorizers
 from sandbox.deploy import Route
 from sandbox.faults import FaultState
+from tests.support.moto_clients import moto_client
 
 REGION, OTHER = "ca-central-1", "us-west-2"
 PASSWORD = "Passw0rd!long"
@@ -45,25 +42,8 @@ class FakeRuntime:
         return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": '{"ok": true}'}
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def idp(url: str, region: str = REGION) -> Any:
-    return boto3.client(
-        "cognito-idp",
-        region_name=region,
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=20),
-    )
+    return moto_client(url, "cognito-idp", region)
 
 
 class Pool:

@@ -5,22 +5,19 @@ trigger functions (a fake runtime)."""
 from __future__ import annotations
 
 import copy
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import jwt
 import pytest
 import requests
-from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from sandbox import cognito, cognito_triggers
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionError
+from tests.support.moto_clients import moto_client
 
 REGION, OTHER = "ca-central-1", "us-west-2"
 ACCOUNT = "123456789012"
@@ -58,16 +55,6 @@ def fails(message: str) -> Callable[[dict[str, Any]], Any]:
     return handler
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def runtime() -> Iterator[FakeRuntime]:
     fake = FakeRuntime()
@@ -79,14 +66,7 @@ def runtime() -> Iterator[FakeRuntime]:
 
 
 def idp(url: str, region: str = REGION) -> Any:
-    return boto3.client(
-        "cognito-idp",
-        region_name=region,
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=20),
-    )
+    return moto_client(url, "cognito-idp", region)
 
 
 SCHEMA = [

@@ -4,7 +4,6 @@ sandbox's Cognito (triggers run), confirmation when no trigger confirmed, sign-i
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import boto3
 import jwt
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sandbox import cognito_triggers
 from sandbox.cli import main
@@ -32,16 +30,6 @@ class AutoConfirming:
     def invoke(self, region: str, name_or_arn: str, event: Any) -> Any:
         self.sources.append(event["triggerSource"])
         return {**event, "response": {**event["response"], "autoConfirmUser": True}}
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
