@@ -257,3 +257,23 @@ def test_a_photo_that_may_fail_over_is_put_where_bucket_replication_copies_it(
     photo = body(response)["photo"]
     assert photo["objectKey"] == f"uploads/{REGION}/{photo['id']}.png"
     assert body(response)["upload"]["fields"]["key"] == photo["objectKey"]
+
+
+def test_every_journal_entry_of_a_photo_names_its_jurisdiction(photos: Any, lambda_context: Any) -> None:
+    """Failover's catch-up decides from the newest entry whether to wait for a photo: a
+    status change (the workflow's writes) must name the jurisdiction as the create does,
+    or a photo that may move would be taken for one residency keeps."""
+    created = body(invoke(as_user(load_event("photos_api/create-image.json"), US_USER), lambda_context))[
+        "photo"
+    ]
+    settings = get_settings()
+    repository = PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
+    changed = guarded(
+        settings, lambda g: repository.change_status(StatusChange(id=created["id"], status="PROCESSING"), g)
+    )
+
+    control = boto3.resource("dynamodb", region_name=REGION).Table(f"{TABLE}-control")
+    entries = [e for s in range(16) for e in journal.since(control, s, "2000")]
+    assert [e.version for e in entries] == [1, 2]
+    assert {e.image["jurisdiction"] for e in entries if e.image} == {"US"}
+    assert changed.owner == US_USER.subject  # the returned photo is still its owner's

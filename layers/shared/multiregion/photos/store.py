@@ -55,7 +55,9 @@ def _revision() -> str:
     return uuid.uuid4().hex[:REVISION_CHARS]
 
 
-def _entry(record: dict[str, Any], object_key: str, base: str | None) -> JournalEntry:
+def _entry(
+    record: dict[str, Any], object_key: str, base: str | None, jurisdiction: str | None
+) -> JournalEntry:
     """The journal entry of a photo write; it names the photo's object, so failover's
     catch-up can check the upload itself arrived, not only the record, and its
     jurisdiction, so catch-up does not wait for what residency keeps where it is."""
@@ -67,7 +69,7 @@ def _entry(record: dict[str, Any], object_key: str, base: str | None) -> Journal
         revision=record["revision"],
         updatedAt=record["updatedAt"],
         baseRevision=base,
-        image={"objectKey": object_key, "jurisdiction": record.get("jurisdiction")},
+        image={"objectKey": object_key, "jurisdiction": jurisdiction},
     )
 
 
@@ -113,7 +115,7 @@ class PhotoRepository:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        commit(self._table, action, _entry(record, record["objectKey"], None), guard)
+        commit(self._table, action, _entry(record, record["objectKey"], None, owner.jurisdiction), guard)
         return _from_record(record)
 
     def get(self, photo_id: str) -> Photo:
@@ -179,7 +181,8 @@ class PhotoRepository:
         commit(
             self._table,
             action,
-            _entry({"id": change.id, **fields}, current.objectKey, current.revision),
+            _entry({"id": change.id, **fields}, current.objectKey, current.revision, current.jurisdiction),
             guard,
         )
-        return _from_record({**current.model_dump(), "processingBy": current.processingBy, **fields})
+        kept = {"processingBy": current.processingBy, "owner": current.owner}  # not in model_dump()
+        return _from_record({**current.model_dump(), **kept, **fields})
