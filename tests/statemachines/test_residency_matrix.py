@@ -115,3 +115,27 @@ def test_the_audit_flags_an_object_and_a_record_put_in_the_wrong_region(
         time.sleep(0.5)
         found = inventory(target, d, _usernames(audit))
     assert found["misplaced"] == []
+
+
+@pytest.mark.timeout(120)
+def test_the_audit_flags_a_username_in_the_clear_in_the_registry(
+    target: Target, audited: tuple[Audit, dict[str, Any]]
+) -> None:
+    audit, _ = audited
+    d = deployed(target)
+    registry = target.client("dynamodb", d.primary)
+    name = f"{d.table_name}-residency"
+    key = {"pk": {"S": f"USER#audit-probe-{uuid.uuid4().hex}"}}
+    registry.put_item(TableName=name, Item={**key, "note": {"S": f"signed up as {audit.users[0].username}"}})
+    try:
+        found = inventory(target, d, _usernames(audit))
+        assert d.primary in {leak["region"] for leak in found["registryLeaks"]}
+    finally:
+        registry.delete_item(TableName=name, Key=key)
+
+    deadline = time.monotonic() + 30
+    found = inventory(target, d, _usernames(audit))
+    while found["registryLeaks"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        found = inventory(target, d, _usernames(audit))
+    assert found["registryLeaks"] == []
