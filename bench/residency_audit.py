@@ -33,23 +33,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.residency.inventory import check_inventory, inventory
-from bench.residency.matrix import Audit
-from bench.residency.model import (
-    COMMAND,
-    PARAMETERS,
-    RESULT,
-    ROOT,
-    SANDBOX_ARGS,
-    deployed,
-)
-from tests.support.target import SandboxProcess, Target
+from tests.support.cfn import ROOT
+from tests.support.residency.matrix import Audit
+from tests.support.residency.model import COMMAND
+from tests.support.residency.run import audit_target, fresh_sandbox
+
+RESULT = ROOT / "bench" / "results" / "residency.json"
 
 
 def summary(audit: Audit, found: dict[str, Any], seconds: float, command: str = COMMAND) -> dict[str, Any]:
@@ -86,32 +79,6 @@ def summary(audit: Audit, found: dict[str, Any], seconds: float, command: str = 
             "items": len(audit.items),
         },
     }
-
-
-def audit_target(target: Target, log: Callable[[str], None] = print) -> tuple[Audit, dict[str, Any]]:
-    """The whole audit against a running target: the matrix, then every region's data."""
-    audit = Audit(target, deployed(target), log)
-    audit.run()
-    audit.settle()
-    found = inventory(target, audit.d, [u.username for u in audit.users])
-    check_inventory(audit, found)
-    return audit, found
-
-
-def sandbox_args() -> list[str]:
-    return [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
-
-
-@contextmanager
-def fresh_sandbox(workdir: Path) -> Iterator[Target]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "endpoints.json").unlink(missing_ok=True)  # never read a previous run's
-    process = SandboxProcess(workdir, sandbox_args(), ready_timeout=600)
-    target = process.start()
-    try:
-        yield target
-    finally:
-        process.stop()
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The residency audit's matrix (bench/residency_audit.py), run end to end in a fresh
+"""The residency audit's matrix (tests/support/residency), run end to end in a fresh
 sandbox: every user x app region x operation answers as the deployed policy says, through
 a planned failover and failback, and nothing residency-scoped is found where the policy
 does not allow it. Then the audit is shown to catch what it claims: a photo's object and a
@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from bench.residency_audit import Audit, audit_target, deployed, inventory, sandbox_args
+from tests.support.residency.inventory import inventory
+from tests.support.residency.matrix import Audit
+from tests.support.residency.model import deployed
+from tests.support.residency.run import audit_target, sandbox_args
 from tests.support.target import SandboxProcess, Target
 
 

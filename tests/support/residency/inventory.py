@@ -4,13 +4,13 @@ every object; what is in a region its jurisdiction may not be in."""
 from collections.abc import Iterator
 from typing import Any
 
-from bench.residency.matrix import Audit
-from bench.residency.model import (
+from multiregion import residency
+from multiregion.residency import ResidencyError
+from tests.support.residency.matrix import Audit
+from tests.support.residency.model import (
     OBJECT_KEY,
     Deployment,
 )
-from multiregion import residency
-from multiregion.residency import ResidencyError
 from tests.support.target import Target
 
 

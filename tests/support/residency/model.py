@@ -5,7 +5,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -14,8 +13,6 @@ from multiregion import residency
 from multiregion.residency import ResidencyPolicy
 from tests.support.target import Target
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULT = ROOT / "bench" / "results" / "residency.json"
 COMMAND = "make residency-audit"
 # The text-detection tests' sandbox (images are detected in the service region through
 # the bridge), with the workflow timings of the statemachines tests so failover and

@@ -11,7 +11,11 @@ from typing import Any
 import requests
 from botocore.exceptions import ClientError
 
-from bench.residency.model import (
+from multiregion import residency
+from multiregion.residency import ResidencyError
+from sandbox import users as sandbox_users
+from tests.support.cfn import load_event
+from tests.support.residency.model import (
     COUNTRIES,
     DETECTION_SECONDS,
     FINAL,
@@ -29,10 +33,6 @@ from bench.residency.model import (
     refusal,
     refusal_of,
 )
-from multiregion import residency
-from multiregion.residency import ResidencyError
-from sandbox import users as sandbox_users
-from tests.support.cfn import load_event
 from tests.support.target import Target
 
 
@@ -369,7 +369,7 @@ class Audit:
         """Started and awaited as the drill does (the state machine's output, the input
         from events/statemachines/)."""
         sfn = self.target.client("stepfunctions", region)
-        payload = {**load_event(f"statemachines/{event}"), "requestedBy": "bench/residency_audit.py"}
+        payload = {**load_event(f"statemachines/{event}"), "requestedBy": "residency-audit"}
         started = time.monotonic()
         execution = sfn.start_execution(
             stateMachineArn=self.target.outputs[region][output], input=json.dumps(payload)
