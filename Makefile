@@ -20,7 +20,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PYTHON313 ?= $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
 
-.PHONY: help venv lint cfn-lint validate build unit-test unit test sandbox drill bench chaos deploy clean
+.PHONY: help venv lint cfn-lint validate build unit-test unit test sandbox drill bench chaos residency-audit deploy clean
 
 help:
 	@echo "make test                    lint, validate, build and run every test (what CI runs)"
@@ -31,6 +31,7 @@ help:
 	@echo "                             failover steps over 200,000 items -> bench/results/failover_scale.json"
 	@echo "                             text detection through the bridge -> bench/results/bridge.json"
 	@echo "make chaos [SEEDS=20|SEED=n] seeded faults + load, invariants checked -> bench/results/chaos.json"
+	@echo "make residency-audit         every user x region x operation against the policy -> bench/results/residency.json"
 	@echo "make build                   sam build"
 	@echo "make deploy REGION=<region>  sam build && sam deploy --region REGION; the region decides its role"
 	@echo "                             (in order: ca-central-1, us-west-2, us-east-2; see samconfig.toml)"
@@ -84,6 +85,10 @@ bench: venv
 # SEED=n replays one seed's exact schedule; SEEDS=N runs seeds 1..N (default 20).
 chaos: venv
 	PYTHONPATH=.:layers/shared $(BIN)/python -m chaos $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20))
+
+# A fresh sandbox; exits non-zero on a violation or a misplaced object.
+residency-audit: venv
+	PYTHONPATH=.:layers/shared $(BIN)/python -m bench.residency_audit
 
 # What users type, once per region, the primary first (it creates the global table). A
 # region outside the topology is refused by the template's Rules, naming the three.

@@ -70,6 +70,8 @@ class Writers:
 
     def __init__(self, target: Target, count: int, prefix: str):
         self.target, self.count, self.prefix = target, count, prefix
+        # One signed-in user (from the US: data allowed in both app regions) for every writer.
+        self.authorization = target.session(target.secondary, "US", "drill").headers["Authorization"]
         self.tally = Tally()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(count)]
@@ -85,6 +87,7 @@ class Writers:
 
     def _run(self, index: int) -> None:
         session = requests.Session()
+        session.headers["Authorization"] = self.authorization
         location = WRITER_LOCATIONS[index % len(WRITER_LOCATIONS)]
         sequence = 0
         while not self._stop.is_set():

@@ -40,7 +40,7 @@ from typing import Any
 
 import requests
 
-from tests.support.target import LOCATION_HEADER, SandboxProcess, Target
+from tests.support.target import LOCATION_HEADER, SandboxProcess, Target, api
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "sandbox.json"
@@ -126,9 +126,16 @@ def raw_guarded_writes(
     return work
 
 
+def signed_in() -> requests.Session:
+    """A session of its own (one connection pool per client) as the signed-in bench user."""
+    session = requests.Session()
+    session.headers.update(api.headers)
+    return session
+
+
 def global_post(target: Target) -> Callable[[int], Callable[[], bool]]:
     def work(index: int) -> Callable[[], bool]:
-        session = requests.Session()
+        session = signed_in()
 
         def step() -> bool:
             response = session.post(
@@ -190,6 +197,7 @@ def main() -> None:
         sandbox = SandboxProcess(Path(workdir), ["--replication-lag", str(args.replication_lag)])
         started = time.monotonic()
         target = sandbox.start()
+        target.sign_in()  # a US user: allowed in both app regions
         for url in target.region_urls.values():
             while requests.get(f"{url}/health", timeout=5).status_code != 200:
                 time.sleep(0.05)
@@ -206,11 +214,13 @@ def main() -> None:
             )
             settle(target)
 
-            item = requests.post(
-                f"{target.region_urls[region]}/items", json={"name": "bench"}, timeout=10
-            ).json()
+            item = (
+                signed_in()
+                .post(f"{target.region_urls[region]}/items", json={"name": "bench"}, timeout=10)
+                .json()
+            )
             path = f"/items/{item['item']['id']}"
-            session = requests.Session()
+            session = signed_in()
             direct, routed = [], []
             for _ in range(args.requests):
                 for samples, base in ((direct, target.region_urls[region]), (routed, target.global_url)):
@@ -221,7 +231,7 @@ def main() -> None:
                     assert response.headers["X-Served-Region"] == region
 
             def reader(index: int) -> Callable[[], bool]:
-                own = requests.Session()
+                own = signed_in()
                 return lambda: (
                     own.get(target.global_url + path, headers=HEADERS, timeout=10).status_code == 200
                 )

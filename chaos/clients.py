@@ -78,6 +78,9 @@ class Pool:
 class Endpoints:
     global_url: str
     regions: dict[str, str]  # region -> base URL
+    # The chaos user's ID token: every client is this one user, so they share items (the
+    # API serves each user their own); a US user, whose data may be in both app regions.
+    authorization: str = ""
 
     def via(self, base: str) -> str:
         if base == self.global_url:
@@ -120,6 +123,8 @@ class Client(threading.Thread):
         self.timeout = timeout
         self.location = location
         self.session = requests.Session()
+        if endpoints.authorization:
+            self.session.headers["Authorization"] = endpoints.authorization
         self.sequence = 0
 
     # --- One request ---------------------------------------------------------------------

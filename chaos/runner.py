@@ -17,7 +17,7 @@ from chaos.clients import Endpoints, Pool, Recorder, probe, start_clients
 from chaos.history import FaultRecord, History, Mode, Profile, Snapshot, StateChange, StoredItem
 from chaos.operator import Operator
 from chaos.schedule import SeedPlan, plan
-from tests.support.target import Target
+from tests.support.target import Target, api
 
 CONTROL_PK = "CONTROL"  # the table's control records: state, audit, probes, switches
 STATE_SK = "APP_STATE"
@@ -104,7 +104,7 @@ def warm_up(target: Target, rounds: int = 2) -> None:
 
     def read(url: str) -> None:
         with contextlib.suppress(requests.RequestException):
-            requests.get(f"{url}/items?limit=1", timeout=10)
+            api.get(f"{url}/items?limit=1", timeout=10)
 
     for _ in range(rounds):
         threads = [
@@ -197,7 +197,7 @@ def run_seed(
     admin = Admin(target.admin_url)
     reset(target, admin, profile)
 
-    endpoints = Endpoints(target.global_url, dict(target.region_urls))
+    endpoints = Endpoints(target.global_url, dict(target.region_urls), api.headers.get("Authorization", ""))
     recorder, pool, stop = Recorder(), Pool(), threading.Event()
     run_tag = f"s{seed}-{int(began * 1000) % 10**9}"
     faults: list[FaultRecord] = []

@@ -41,6 +41,7 @@ def sandbox(mode: Mode, profile: Profile) -> Iterator[Target]:
     with tempfile.TemporaryDirectory(prefix=f"chaos-{mode}-") as workdir:
         process = SandboxProcess(Path(workdir), profile.sandbox_args(mode))
         target = process.start()
+        target.sign_in()  # the chaos user (tests.support.target.api), for this sandbox's seeds
         try:
             yield target
         finally:

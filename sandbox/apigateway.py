@@ -4,7 +4,8 @@ Requests are matched against the routes of the functions' `Api` events (literal 
 segments beat `{parameters}`, as API Gateway matches) and handed to the in-process
 function as the REST proxy event API Gateway sends; the proxy response becomes the
 HTTP response. The stage is part of the path, as in the execute-api URL:
-http://127.0.0.1:PORT/v1/items.
+http://127.0.0.1:PORT/v1/items. A method with a Cognito authorizer checks the request's
+token first (`sandbox.authorizer`): refused, it answers 401 and the function never runs.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sandbox.authorizer import CognitoAuthorizer, CognitoVerifier, Unauthorized, claims_for_event
 from sandbox.cloud import ACCOUNT_ID, check_port_free
 from sandbox.deploy import Route
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionError, Runtime
 
 logger = logging.getLogger(__name__)
+# An authorizer's refusal is API Gateway's UNAUTHORIZED (401) gateway response, which the
+# template shapes with the code "Unauthorized" and the authorizer's message.
+UNAUTHORIZED_CODE = "Unauthorized"
 
 
 class _CompiledRoute:
@@ -54,8 +59,10 @@ class RegionalApi:
         host: str = "127.0.0.1",
         port: int = 0,
         stage: str = "v1",
+        verifier: CognitoVerifier | None = None,
     ):
         self.region, self.runtime, self.faults, self.stage = region, runtime, faults, stage
+        self.verifier = verifier  # checks Cognito tokens (routes with an authorizer)
         self.api_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"sandbox-{region}").hex[:10]
         # Most specific first: more literal segments, then longer templates.
         self.routes = sorted(
@@ -96,6 +103,12 @@ class RegionalApi:
                 return compiled.route, found.groupdict()
         return None
 
+    def authorize(self, authorizer: CognitoAuthorizer, header_value: str | None) -> dict[str, Any]:
+        """The token's claims, or Unauthorized (always, without a verifier: fail closed)."""
+        if self.verifier is None:
+            raise Unauthorized(reason="the sandbox has no token verifier for this API")
+        return self.verifier.verify(header_value, authorizer)
+
     def proxy_event(
         self,
         method: str,
@@ -106,12 +119,14 @@ class RegionalApi:
         headers: dict[str, list[str]],
         body: str | None,
         source_ip: str,
+        claims: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The REST API proxy integration event, field for field."""
+        """The REST API proxy integration event, field for field (`claims`: the token's,
+        when a Cognito authorizer admitted the request)."""
         multi_query = parse_qs(query, keep_blank_values=True) if query else {}
         now = datetime.now(UTC)
         request_id = str(uuid.uuid4())
-        return {
+        event: dict[str, Any] = {
             "resource": route.path,
             "path": path,
             "httpMethod": method,
@@ -141,6 +156,9 @@ class RegionalApi:
             "body": body,
             "isBase64Encoded": False,
         }
+        if claims is not None:
+            event["requestContext"]["authorizer"] = {"claims": claims_for_event(claims)}
+        return event
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -168,6 +186,18 @@ class RegionalApi:
                 if matched is None:
                     self._gateway_error(404, "NotFound", f"no such route: {method} {url.path}")
                     return
+                claims = None
+                if matched[0].authorizer is not None:
+                    try:
+                        claims = api.authorize(
+                            matched[0].authorizer, self.headers.get(matched[0].authorizer.header)
+                        )
+                    except Unauthorized as refused:
+                        logger.info(
+                            "%s %s in %s: 401 (%s)", method, url.path, api.region, refused.reason or refused
+                        )
+                        self._gateway_error(401, UNAUTHORIZED_CODE, refused.message)
+                        return
                 try:
                     text = body.decode("utf-8") if body else None
                 except UnicodeDecodeError:
@@ -178,7 +208,7 @@ class RegionalApi:
                 for key, value in self.headers.items():
                     headers.setdefault(key, []).append(value)
                 event = api.proxy_event(
-                    method, route, path, params, url.query, headers, text, self.client_address[0]
+                    method, route, path, params, url.query, headers, text, self.client_address[0], claims
                 )
                 if api.faults.is_throttled(api.region, "lambda"):
                     # Lambda refused the invocation: API Gateway answers 500, not 429.

@@ -8,6 +8,8 @@ python -m sandbox fault partition ca-central-1 us-west-2   # heal-partition to e
 python -m sandbox fault throttle us-west-2 dynamodb        # heal REGION ends it
 python -m sandbox fault latency ca-central-1 dynamodb 2.5  # 0 ends it
 python -m sandbox invoke ItemsApiFunction --event events/items_api/create.json --region us-west-2
+python -m sandbox user create --region ca-central-1 --username ana --password 'Passw0rd!long' --country CA
+                                          # prints the ID token: curl -H "Authorization: $TOKEN" ...
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from botocore.exceptions import BotoCoreError, ClientError
 
 from sandbox.cloud import PortInUseError
 from sandbox.deploy import TemplateRuleError
 from sandbox.faults import FaultError
 from sandbox.functions import DEFAULT_CONTAINERS
 from sandbox.main import ROOT, Options, Sandbox
+from sandbox.users import sign_up_and_sign_in
 
 DEFAULT_ENDPOINTS = ROOT / ".sandbox" / "endpoints.json"
 
@@ -105,6 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", help="logical id, e.g. ItemsApiFunction")
     invoke.add_argument("--event", type=Path, required=True)
     invoke.add_argument("--region", required=True)
+    user = commands.add_parser("user", parents=[common], help="users of the running sandbox's Cognito")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    create = user_commands.add_parser(
+        "create",
+        parents=[common],
+        help="sign a user up in REGION's pool (its triggers run), confirm, sign in, print the ID token",
+    )
+    create.add_argument("--region", required=True)
+    create.add_argument("--username", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--country", required=True, help="custom:country, e.g. CA")
+    create.add_argument("--email")
+    create.add_argument("--json", action="store_true", help="print every token as JSON")
     return parser
 
 
@@ -181,10 +198,32 @@ def _admin(endpoints_file: Path, method: str, path: str, body: Any = None) -> re
         raise SystemExit(f"error: the sandbox at {admin} does not answer (stale {endpoints_file}?)") from None
 
 
+def _user_create(args: argparse.Namespace) -> int:
+    endpoints = _running(args.endpoints_file)
+    try:
+        tokens = sign_up_and_sign_in(
+            endpoints, args.region, args.username, args.password, args.country, args.email
+        )
+    except LookupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ClientError as error:
+        e = error.response.get("Error", {})
+        print(f"error: {e.get('Code')}: {e.get('Message')}", file=sys.stderr)
+        return 1
+    except BotoCoreError as error:
+        print(f"error: the sandbox's AWS endpoint at {endpoints['aws']}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(tokens, indent=2) if args.json else tokens["idToken"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "up":
         return _up(args)
+    if args.command == "user":
+        return _user_create(args)
     if args.command == "status":
         response = _admin(args.endpoints_file, "GET", "/status")
     elif args.command == "fault":

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import time
 import tomllib
@@ -29,6 +30,8 @@ from typing import Any
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from sandbox import cognito
+from sandbox.authorizer import CognitoAuthorizer, route_authorizers
 from sandbox.cloud import ACCOUNT_ID, Cloud
 from sandbox.functions import FunctionSpec, Runtime
 from sandbox.replication import ReplicationRule
@@ -65,6 +68,8 @@ class Route:
     method: str
     path: str  # API Gateway path template, e.g. /items/{id}
     logical_id: str
+    # The method's COGNITO_USER_POOLS authorizer, from the OpenAPI body (sandbox.authorizer).
+    authorizer: CognitoAuthorizer | None = None
 
 
 @dataclass
@@ -74,6 +79,8 @@ class Deployment:
     routes: list[Route] = field(default_factory=list)
     seconds: float = 0.0
     schedules: list[ScheduledRule] = field(default_factory=list)  # fired by sandbox.schedules
+    user_pools: dict[str, cognito.UserPool] = field(default_factory=dict)  # by logical id (sandbox.cognito)
+    global_tables: list[str] = field(default_factory=list)  # created by this deploy (the primary's)
 
     @property
     def is_app_region(self) -> bool:
@@ -139,6 +146,8 @@ class Deployer:
         self.cloud = cloud
         self.runtime = runtime
         self.sam = yaml_parse((root / "template.yaml").read_text())
+        self._residency_key = secrets.token_urlsafe(48)  # one per topology: see _put_residency_key
+        self._packaged: dict[str, dict[str, Any]] = {}  # region -> the template as packaged there
 
     # --- SAM → CloudFormation ----------------------------------------------------------
 
@@ -167,22 +176,40 @@ class Deployer:
                 return {}
 
         os.environ.setdefault("AWS_DEFAULT_REGION", env.region)
-        return transform(sam, {"AWS::Region": env.region}, NoManagedPolicies())
+        # As CloudFormation runs the transform: with the stack's parameter values (SAM
+        # resolves some Refs itself, e.g. in an authorizer's UserPoolArn).
+        return transform(sam, {**env.parameters, "AWS::Region": env.region}, NoManagedPolicies())
 
     # --- Adapters: what moto's CloudFormation does not do ------------------------------------
 
-    def _create_global_table(self, cfn: dict[str, Any], env: Environment) -> None:
+    def _create_global_table(self, cfn: dict[str, Any], env: Environment) -> list[str]:
         """AWS::DynamoDB::GlobalTable: moto skips the type. Create a table with the same
-        definition in every replica region; sandbox.replication replicates between them."""
+        definition in every replica region; sandbox.replication replicates between them.
+        Returns the names of the global tables created."""
+        created = []
         for name, resource in cfn["Resources"].items():
             if resource["Type"] != "AWS::DynamoDB::GlobalTable" or not self._condition_holds(resource, env):
                 continue
             props = resource["Properties"]
-            table = self._resolve(props["TableName"], env)
+            table = self._evaluate(props["TableName"], env)  # a Ref, or a Fn::Sub of one
             for replica in props["Replicas"]:
                 region = self._resolve(replica["Region"], env)
                 self.cloud.client("dynamodb", region).create_table(**replica_table_definition(props, table))
                 logger.info("global table %s: replica in %s (%s)", table, region, name)
+            created.append(table)
+        return created
+
+    def _put_residency_key(self, cfn: dict[str, Any], env: Environment) -> None:
+        """What the operator does before the first deploy (CloudFormation cannot create a
+        SecureString): put the residency registry's HMAC key in each app region, the same
+        value everywhere. The sandbox draws one random key per deploy of the topology."""
+        app_region = env.role in ("primary", "secondary")
+        if "ResidencyKeyParameter" not in cfn.get("Parameters", {}) or not app_region:
+            return
+        name = self._resolve({"Ref": "ResidencyKeyParameter"}, env)
+        self.cloud.client("ssm", env.region).put_parameter(
+            Name=name, Type="SecureString", Value=self._residency_key, Overwrite=True
+        )
 
     def _check_access_logging(self, cfn: dict[str, Any], env: Environment) -> None:
         """API Gateway refuses to create a stage with access logging in a region whose
@@ -215,6 +242,18 @@ class Deployer:
                 patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}]
             )
 
+    def _create_user_pools(self, cfn: dict[str, Any], env: Environment) -> dict[str, cognito.UserPool]:
+        """AWS::Cognito::UserPool and UserPoolClient: moto's CloudFormation skips them.
+        Create them through the API before the stack (sandbox.cognito); their triggers are
+        set once the functions exist (`cognito.set_triggers`)."""
+        return cognito.create_pools(
+            cfn["Resources"],
+            env.region,
+            lambda resource: self._condition_holds(resource, env),
+            lambda value: self._evaluate(value, env),
+            self.cloud.client("cognito-idp", env.region),
+        )
+
     def _resolve(self, value: Any, env: Environment) -> str:
         if isinstance(value, dict) and "Ref" in value:
             ref = value["Ref"]
@@ -229,13 +268,15 @@ class Deployer:
           ignores the OpenAPI body SAM generates, so its REST API would have no methods);
         - state machines: moto's CloudFormation puts them where its interpreter cannot run
           them and ignores DefinitionSubstitutions; they are created through the API;
-        - the global table (created by `_create_global_table`)."""
+        - the global table (created by `_create_global_table`);
+        - Cognito pools and clients (created by `_create_user_pools`, references swapped)."""
         cfn = copy.deepcopy(cfn)
         removed = {
             name
             for name, r in cfn["Resources"].items()
             if r["Type"] in API_RESOURCE_TYPES
             or r["Type"] in ("AWS::StepFunctions::StateMachine", "AWS::DynamoDB::GlobalTable")
+            or r["Type"] in cognito.COGNITO_TYPES
         }
         machines = {
             n: cfn["Resources"][n] for n in removed if cfn["Resources"][n]["Type"].endswith("StateMachine")
@@ -585,17 +626,32 @@ class Deployer:
             return None
         return int(self._resolve(value, env))
 
-    def _routes(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[Route]:
+    def _routes(
+        self, env: Environment, resources: dict[str, dict[str, str]], cfn: dict[str, Any] | None = None
+    ) -> list[Route]:
         routes = []
+        authorizers: dict[str, dict] = {}  # REST API logical id -> (METHOD, path) -> authorizer
         for logical, resource in self.sam["Resources"].items():
             if resource["Type"] != "AWS::Serverless::Function" or logical not in resources:
                 continue
             for event in resource["Properties"].get("Events", {}).values():
-                if event["Type"] == "Api":
-                    routes.append(
-                        Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical)
-                    )
+                if event["Type"] != "Api":
+                    continue
+                props = event["Properties"]
+                method, path = props["Method"].upper(), props["Path"]
+                api = (props.get("RestApiId") or {}).get("Ref", "ServerlessRestApi")
+                if api not in authorizers:
+                    authorizers[api] = self._api_authorizers(cfn, api, env)
+                routes.append(Route(method, path, logical, authorizers[api].get((method, path))))
         return routes
+
+    def _api_authorizers(self, cfn: dict[str, Any] | None, api: str, env: Environment) -> dict:
+        """Each method's authorizer, read from the transformed REST API's OpenAPI body
+        (moto drops `security` on import; the sandbox's API front door applies it)."""
+        body = ((cfn or {}).get("Resources", {}).get(api, {}).get("Properties") or {}).get("Body")
+        if not isinstance(body, dict):
+            return {}
+        return route_authorizers(body, lambda value: self._evaluate_if(value, env))
 
     def _schedules(self, env: Environment, resources: dict[str, dict[str, str]]) -> list[ScheduledRule]:
         """The enabled `Schedule` events of the functions deployed here, as EventBridge keeps
@@ -621,6 +677,15 @@ class Deployer:
 
     # --- The whole deploy ---------------------------------------------------------------------
 
+    def update_routes(self, env: Environment, deployment: Deployment) -> None:
+        """A second deploy of a region whose new parameters change only its API's routes (the
+        other app region's user pool ARN in the authorizer): transform again with them and
+        recompute the routes. The stack's resources stay as they are."""
+        cfn = self._transform(copy.deepcopy(self._packaged[env.region]), env)
+        self._conditions = cfn.get("Conditions", {})
+        cfn = cognito.swap_references(cfn, deployment.user_pools)
+        deployment.routes = self._routes(env, self._stack_resources(env, env.stack_name), cfn)
+
     def deploy(self, env: Environment) -> Deployment:
         started = time.monotonic()
         # CloudFormation checks Rules before the change set: a refused region creates nothing.
@@ -629,10 +694,14 @@ class Deployer:
             lambda ref: self._resolve({"Ref": ref}, env),
             f"stack {env.stack_name} in {env.region}",
         )
-        cfn = self._transform(self._package(env), env)
+        self._packaged[env.region] = self._package(env)
+        cfn = self._transform(copy.deepcopy(self._packaged[env.region]), env)  # it edits its input
         self._conditions = cfn.get("Conditions", {})
         self._check_access_logging(cfn, env)
-        self._create_global_table(cfn, env)
+        global_tables = self._create_global_table(cfn, env)
+        self._put_residency_key(cfn, env)
+        pools = self._create_user_pools(cfn, env)
+        cfn = cognito.swap_references(cfn, pools)
         stripped, machines = self._strip(cfn)
         stripped = self._name_machines(stripped, machines, env)
         client = self.cloud.client("cloudformation", env.region)
@@ -661,10 +730,21 @@ class Deployer:
         self._configure_buckets(env, resources)
         self._subscribe_and_set_queue_policies(env, resources)
         outputs.update(self._create_state_machines(machines, env, env.stack_name))
+        cognito.set_triggers(
+            pools,
+            lambda value: self._evaluate(value, env, resources),
+            self.cloud.client("cognito-idp", env.region),
+        )
         self._register_functions(env, resources)
         schedules = self._schedules(env, resources)
         deployment = Deployment(
-            env, outputs, self._routes(env, resources), time.monotonic() - started, schedules
+            env,
+            outputs,
+            self._routes(env, resources, cfn),
+            time.monotonic() - started,
+            schedules,
+            pools,
+            global_tables,
         )
         logger.info("deployed %s (%s) in %.2f s", env.region, env.role, deployment.seconds)
         return deployment

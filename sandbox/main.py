@@ -3,8 +3,10 @@
 `Sandbox.start()` brings up, in order: the AWS endpoint (moto), the deploy of every
 region role, each app region's API, each region's schedules (EventBridge rules firing
 their functions), global-table replication, health checks and the global endpoint, and
-the admin endpoint; then writes the endpoints file. `stop()` takes
-it all down in reverse order and removes the file.
+the admin endpoint; then writes the endpoints file. Cognito's triggers run through the
+same Lambda runtime (`sandbox.cognito_triggers`), and each app region's API checks
+Cognito tokens where the template puts an authorizer. `stop()` takes it all down in
+reverse order and removes the file.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sandbox import rekognition, sns_delivery
+from sandbox import cognito, cognito_triggers, rekognition, sns_delivery
 from sandbox.apigateway import RegionalApi
+from sandbox.authorizer import moto_verifier
 from sandbox.cloud import CREDENTIALS, Cloud, check_port_free
 from sandbox.deploy import Deployer, Deployment, read_samconfig
 from sandbox.faults import FaultError, FaultState
@@ -65,7 +68,8 @@ class Sandbox:
         self.runtime: Runtime | None = None
         self.apis: dict[str, RegionalApi] = {}
         self.schedulers: list[Scheduler] = []
-        self.replicator: GlobalTableReplicator | None = None
+        self.replicator: GlobalTableReplicator | None = None  # the items table's
+        self.other_replicators: list[GlobalTableReplicator] = []  # the other global tables
         self.s3_replicator: S3Replicator | None = None
         self.sqs_pollers: list[SqsPoller] = []
         self.stream_pollers: list[StreamPoller] = []
@@ -114,6 +118,7 @@ class Sandbox:
         layers = [self.root / "layers" / name for name in sorted(os.listdir(self.root / "layers"))]
         self.runtime = Runtime(layers, base_env, self.options.containers)
         connect_moto_lambda(self.runtime)
+        cognito_triggers.install(self.runtime, self.faults)
         deployer = Deployer(self.root, self.cloud, self.runtime)
         warming = []
         for env in self.environments:
@@ -123,16 +128,29 @@ class Sandbox:
             first_deploy = env.role == "primary" and "PhotoReplication" not in env.parameters
             if first_deploy:
                 env.parameters["PhotoReplication"] = "pending"
+            # The secondary's API takes the primary's users' tokens too: its pool exists now.
+            if env.role == "secondary":
+                env.parameters.update(_pool_arn(self.deployments, "primary", "PrimaryUserPoolArn"))
             self.deployments.append(deployer.deploy(env))
             if first_deploy:
                 del env.parameters["PhotoReplication"]
             # Containers start in other processes while the next region deploys.
             warming += self.runtime.prewarm(env.region)
+        # The README's second pass: the primary's API learns the secondary's pool.
+        for deployment in self.deployments:
+            if deployment.environment.role == "primary":
+                peer = _pool_arn(self.deployments, "secondary", "SecondaryUserPoolArn")
+                if peer:
+                    deployment.environment.parameters.update(peer)
+                    deployer.update_routes(deployment.environment, deployment)
         self.timings["deploy"] = time.monotonic() - started
         for thread in warming:
             thread.join(timeout=30)
         self.timings["warm"] = time.monotonic() - started
 
+        verifier = moto_verifier(
+            self.cloud.url, lambda r: self.cloud.client("cognito-idp", r, read_timeout=5, connect_timeout=2)
+        )
         for deployment in self.deployments:
             if deployment.is_app_region:
                 region = deployment.environment.region
@@ -144,6 +162,7 @@ class Sandbox:
                     self.options.host,
                     ports[region],
                     self.options.stage,
+                    verifier,
                 )
                 api.start()
                 self.apis[region] = api
@@ -175,13 +194,18 @@ class Sandbox:
                 self.schedulers.append(scheduler)
 
         table = self.deployments[0].outputs["TableName"]
-        self.replicator = GlobalTableReplicator(
-            lambda region: self.cloud.client("dynamodb", region, read_timeout=5, connect_timeout=2),
-            table,
-            self.app_regions,
-            self.faults,
-        )
-        self.replicator.start()
+        self.replicator, *self.other_replicators = [
+            GlobalTableReplicator(
+                lambda region: self.cloud.client("dynamodb", region, read_timeout=5, connect_timeout=2),
+                name,
+                self.app_regions,
+                self.faults,
+            )
+            # The items table first: status, settle and the metrics reset name it.
+            for name in [table, *(t for d in self.deployments for t in d.global_tables if t != table)]
+        ]
+        for replicator in (self.replicator, *self.other_replicators):
+            replicator.start()
         self.s3_replicator = S3Replicator(
             lambda region: self.cloud.client(
                 "s3", region, read_timeout=5, connect_timeout=2, s3={"addressing_style": "path"}
@@ -215,6 +239,7 @@ class Sandbox:
         return {
             "faults": self.faults.snapshot(),
             "replication": self.replicator.stats() if self.replicator else None,
+            "otherReplication": {r.table_name: r.stats() for r in self.other_replicators},
             "s3Replication": self.s3_replicator.stats() if self.s3_replicator else None,
             "sqsPollers": {k: v for p in self.sqs_pollers for k, v in p.stats().items()},
             "streamPollers": {k: v for p in self.stream_pollers for k, v in p.stats().items()},
@@ -250,6 +275,8 @@ class Sandbox:
         idle = all([poller.wait_until_idle(timeout) for poller in self.stream_pollers])
         if self.replicator is not None:
             idle = self.replicator.wait_until_idle(timeout) and idle
+        for replicator in self.other_replicators:
+            idle = replicator.wait_until_idle(timeout) and idle
         if self.s3_replicator is not None:
             idle = self.s3_replicator.wait_until_idle(timeout) and idle
         if idle and self.stream_pollers:
@@ -326,6 +353,12 @@ class Sandbox:
             "admin": f"http://{self.options.host}:{self.admin.server_address[1]}",
             "regions": {region: api.url for region, api in self.apis.items()},
             "outputs": {d.environment.region: d.outputs for d in self.deployments},
+            # Per region with pools: userPoolId, userPoolClientId, issuer (and every pool).
+            "cognito": {
+                d.environment.region: cognito.endpoints(d.user_pools)
+                for d in self.deployments
+                if d.user_pools
+            },
         }
 
     def _write_endpoints(self) -> None:
@@ -347,6 +380,7 @@ class Sandbox:
             *self.stream_pollers,
             self.s3_replicator,
             self.replicator,
+            *self.other_replicators,
             *self.schedulers,
             *self.apis.values(),
         )
@@ -355,10 +389,23 @@ class Sandbox:
                 stoppers.append(part.stop)
         if self.runtime is not None:
             stoppers.append(self.runtime.stop)
-        stoppers += [rekognition.uninstall, self.rekognition.close, self.cloud.stop]
+        stoppers += [
+            rekognition.uninstall,
+            cognito_triggers.uninstall,
+            self.rekognition.close,
+            self.cloud.stop,
+        ]
         for stop in stoppers:
             try:
                 stop()
             except Exception:
                 logger.exception("while stopping the sandbox")
         self.options.endpoints_file.unlink(missing_ok=True)
+
+
+def _pool_arn(deployments: list[Deployment], role: str, parameter: str) -> dict[str, str]:
+    """{parameter: the user pool ARN of the region playing `role`} ({} without one)."""
+    for deployment in deployments:
+        if deployment.environment.role == role and "UserPool" in deployment.user_pools:
+            return {parameter: deployment.user_pools["UserPool"].arn}
+    return {}

@@ -34,12 +34,15 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             pytest.skip(
                 "MULTIREGION_TARGET=aws needs MULTIREGION_STACKS='ca-central-1=stack,us-west-2=stack'"
             )
-        yield from_stacks(stacks, os.environ.get("MULTIREGION_GLOBAL_URL"))
+        deployed = from_stacks(stacks, os.environ.get("MULTIREGION_GLOBAL_URL"))
+        deployed.sign_in()
+        yield deployed
         return
     if kind != "sandbox":
         pytest.skip(f"MULTIREGION_TARGET={kind!r}: no target (use 'sandbox' or 'aws')")
     sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("sandbox")), SANDBOX_ARGS)
     target = sandbox.start()
+    target.sign_in()
     try:
         yield target
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.target import LOCATION_HEADER, Target
+from tests.support.target import LOCATION_HEADER, Target, api
 
 EUROPE = "eu-west-1"
 TIMEOUT = 10
@@ -28,7 +28,7 @@ def wait_for(check: Callable[[], Any], deadline_seconds: float, what: str) -> An
 
 
 def post_item(url: str, name: str, location: str = EUROPE) -> requests.Response:
-    return requests.post(
+    return api.post(
         f"{url}/items",
         json={"name": name, "tags": ["e2e"]},
         headers={LOCATION_HEADER: location, "Idempotency-Key": f"e2e-{uuid.uuid4().hex}"},
@@ -37,7 +37,7 @@ def post_item(url: str, name: str, location: str = EUROPE) -> requests.Response:
 
 
 def get_item(url: str, item_id: str) -> requests.Response:
-    return requests.get(f"{url}/items/{item_id}", timeout=TIMEOUT)
+    return api.get(f"{url}/items/{item_id}", timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_health_reports_maintenance_as_503_naming_it(target: Target, healthy: No
     region = target.secondary
     target.set_maintenance(region, True, "e2e: maintenance")
 
-    response = requests.get(f"{target.region_urls[region]}/health", timeout=TIMEOUT)
+    response = api.get(f"{target.region_urls[region]}/health", timeout=TIMEOUT)
 
     assert response.status_code == 503
     assert response.json()["failed"] == ["maintenance"]
@@ -113,14 +113,14 @@ def test_concurrent_updates_in_two_regions_resolve_last_writer_wins(target: Targ
     if target.admin_url:
         target.fault("replication-pause")  # both writes land before either region hears of the other
     try:
-        first = requests.put(
+        first = api.put(
             f"{primary_url}/items/{created['id']}",
             json={"name": "from the primary"},
             headers={"If-Match": etag},
             timeout=TIMEOUT,
         )
         time.sleep(0.05)  # the secondary's write is the later one
-        second = requests.put(
+        second = api.put(
             f"{secondary_url}/items/{created['id']}",
             json={"name": "from the secondary"},
             headers={"If-Match": etag},

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
-from tests.support.target import Target
+from tests.support.target import Target, api
 
 TIMEOUT = 10
 MAX_PAGES = 2000  # a guard: a cursor that never ends fails instead of looping
@@ -21,7 +20,7 @@ def list_all(url: str, limit: int) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": limit}
     for _ in range(MAX_PAGES):
-        response = requests.get(f"{url}/items", params=params, timeout=TIMEOUT)
+        response = api.get(f"{url}/items", params=params, timeout=TIMEOUT)
         assert response.status_code == 200, response.text
         page = response.json()
         assert len(page["items"]) <= limit
@@ -40,13 +39,13 @@ def created(target: Target) -> Iterator[list[dict[str, Any]]]:
     suffix = uuid.uuid4().hex[:8]
     items, etags = [], {}
     for n in range(7):
-        response = requests.post(f"{url}/items", json={"name": f"list-{suffix}-{n}"}, timeout=TIMEOUT)
+        response = api.post(f"{url}/items", json={"name": f"list-{suffix}-{n}"}, timeout=TIMEOUT)
         assert response.status_code == 201, response.text
         items.append(response.json()["item"])
         etags[items[-1]["id"]] = response.headers["ETag"]
     yield items
     for item_id, etag in etags.items():
-        requests.delete(f"{url}/items/{item_id}", headers={"If-Match": etag}, timeout=TIMEOUT)
+        api.delete(f"{url}/items/{item_id}", headers={"If-Match": etag}, timeout=TIMEOUT)
 
 
 @pytest.mark.timeout(120)
@@ -73,7 +72,7 @@ def test_a_cursor_not_handed_out_is_a_json_400(target: Target) -> None:
     url = target.region_urls[target.primary]
     forged = base64.urlsafe_b64encode(b'{"gsi1sk":"CONTROL#APP_STATE"}').decode().rstrip("=")
 
-    response = requests.get(f"{url}/items", params={"cursor": forged}, timeout=TIMEOUT)
+    response = api.get(f"{url}/items", params={"cursor": forged}, timeout=TIMEOUT)
 
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "BadRequest"

@@ -8,10 +8,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from tests.integration.test_e2e_active_active import TIMEOUT, get_item, post_item, wait_for
-from tests.support.target import Target
+from tests.support.target import Target, api
 
 
 @pytest.fixture
@@ -32,14 +31,14 @@ def test_during_a_partition_both_regions_serve_and_nothing_crosses_until_heal(
     a, b = partitioned
     urls = target.region_urls
     for region in (a, b):
-        health = requests.get(f"{urls[region]}/health", timeout=TIMEOUT)
+        health = api.get(f"{urls[region]}/health", timeout=TIMEOUT)
         assert health.status_code == 200, health.text  # each region's own replica answers
 
     written = post_item(urls[a], f"partitioned-{uuid.uuid4().hex[:6]}")
     assert written.status_code == 201, written.text
     item_id = written.json()["item"]["id"]
     assert get_item(urls[a], item_id).status_code == 200  # reads are served where it was written
-    settle = requests.post(f"{target.admin_url}/settle", json={"timeout": 3}, timeout=TIMEOUT)
+    settle = api.post(f"{target.admin_url}/settle", json={"timeout": 3}, timeout=TIMEOUT)
     assert settle.status_code == 504  # a delivery waits on the partition
     assert get_item(urls[b], item_id).status_code == 404  # nothing crossed
 

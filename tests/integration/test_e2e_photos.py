@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.target import Target
+from tests.support.target import Target, api
 
 TIMEOUT = 10
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64 + b"sandbox-text:OPEN 24 HOURS|NO PARKING\x00" + b"\x00" * 32
 
 
 def declare(url: str, content_type: str, size: int) -> dict[str, Any]:
-    response = requests.post(
+    response = api.post(
         f"{url}/photos", json={"contentType": content_type, "size": size, "name": "e2e"}, timeout=TIMEOUT
     )
     assert response.status_code == 201, response.text
@@ -24,6 +24,7 @@ def declare(url: str, content_type: str, size: int) -> dict[str, Any]:
 
 def upload(declared: dict[str, Any], body: bytes, content_type: str) -> requests.Response:
     post = declared["upload"]
+    # To S3 itself: a browser's form POST, no API token (S3 would read it as a signature).
     return requests.post(
         post["url"], data=post["fields"], files={"file": ("photo", body, content_type)}, timeout=TIMEOUT
     )
@@ -62,7 +63,7 @@ def test_an_upload_lands_in_this_region_and_replicates_to_the_other(target: Targ
     assert eventually(replicated), "the upload never reached the other app region's bucket"
 
     def readable() -> dict[str, Any] | None:
-        response = requests.get(f"{target.region_urls[secondary]}/photos/{photo['id']}", timeout=TIMEOUT)
+        response = api.get(f"{target.region_urls[secondary]}/photos/{photo['id']}", timeout=TIMEOUT)
         return response.json()["photo"] if response.status_code == 200 else None
 
     seen = eventually(readable)

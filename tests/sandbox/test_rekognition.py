@@ -4,7 +4,6 @@ their SNS notices (to a queue in another region) and the faults chaos drills inj
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 import uuid
@@ -15,7 +14,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from sandbox.faults import FaultError
 from sandbox.rekognition import (
@@ -31,16 +29,6 @@ SERVICE, APP = "us-east-2", "ca-central-1"  # Rekognition, S3 and SNS here; the 
 ROLE_ARN = "arn:aws:iam::123456789012:role/rekognition-publishes"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from sandbox import sns_delivery
 from sandbox.sns_delivery import DeliveryRequest, queue_policy_allows
@@ -22,16 +21,6 @@ ACCOUNT = "123456789012"
 PolicyStatements = Callable[[str], list[dict[str, Any]]]  # queue ARN -> the statements of its policy
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def client(url: str, service: str, region: str) -> Any:

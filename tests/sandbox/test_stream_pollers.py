@@ -18,7 +18,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from sandbox.dynamodb_streams import disable_moto_stream_mappings, enable_moto_stream_mappings
 from sandbox.faults import FaultState
@@ -31,16 +30,6 @@ FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:replicator"
 WAIT = 10.0  # deadlines for polling, never a timing assertion
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def client(url: str, service: str, region: str = REGION) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.target import SandboxProcess, Target
+from tests.support.target import SandboxProcess, Target, api
 
 SANDBOX_ARGS = ["--health-interval", "0.5", "--health-threshold", "2", "--replication-lag", "0.2"]
 PARAMETERS = {"VideoTextWaitSeconds": "10"}
@@ -36,6 +36,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
     sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("text-detection")), args)
     target = sandbox.start()
+    target.sign_in()
     try:
         yield target
     finally:
@@ -51,15 +52,14 @@ def no_faults_left(target: Target) -> Iterator[None]:
 
 def declare(target: Target, content_type: str, size: int, region: str | None = None) -> dict[str, Any]:
     url = target.region_urls[region or target.primary]
-    response = requests.post(
-        f"{url}/photos", json={"contentType": content_type, "size": size}, timeout=TIMEOUT
-    )
+    response = api.post(f"{url}/photos", json={"contentType": content_type, "size": size}, timeout=TIMEOUT)
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def upload(declared: dict[str, Any], body: bytes, content_type: str) -> requests.Response:
     post = declared["upload"]
+    # To S3 itself: a browser's form POST, no API token (S3 would read it as a signature).
     return requests.post(
         post["url"], data=post["fields"], files={"file": ("photo", body, content_type)}, timeout=TIMEOUT
     )
@@ -67,7 +67,7 @@ def upload(declared: dict[str, Any], body: bytes, content_type: str) -> requests
 
 def photo_in(target: Target, photo_id: str, region: str | None = None) -> dict[str, Any]:
     url = target.region_urls[region or target.primary]
-    response = requests.get(f"{url}/photos/{photo_id}", timeout=TIMEOUT)
+    response = api.get(f"{url}/photos/{photo_id}", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     return response.json()["photo"]
 
@@ -249,7 +249,7 @@ def test_a_staged_copy_that_cannot_be_deleted_ends_staged_copy_left(target: Targ
 
 def test_an_unsupported_type_is_refused_before_any_upload(target: Target) -> None:
     url = target.region_urls[target.primary]
-    response = requests.post(f"{url}/photos", json={"contentType": "image/gif", "size": 10}, timeout=TIMEOUT)
+    response = api.post(f"{url}/photos", json={"contentType": "image/gif", "size": 10}, timeout=TIMEOUT)
     assert response.status_code == 415
     assert response.json()["code"] == "UnsupportedMediaType"
 

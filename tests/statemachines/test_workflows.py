@@ -19,7 +19,7 @@ from boto3.dynamodb.conditions import Key
 from bench.drill import planned_drill
 from multiregion import appstate, control
 from tests.support.cfn import load_event
-from tests.support.target import SandboxProcess, Target
+from tests.support.target import SandboxProcess, Target, api
 
 # Production's formulas with short inputs: a forced takeover of an unreachable primary
 # waits its lease (4 s) + clock skew (1 s) + the write timeout (3 s); catch-up deadline 10 s.
@@ -43,6 +43,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
     sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("workflows")), args)
     target = sandbox.start()
+    target.sign_in()
     try:
         yield target
     finally:
@@ -90,7 +91,7 @@ def wait_for_writer(target: Target, timeout: float = 30.0) -> None:
     """The primary's renewer has taken (or renewed) its lease: it accepts writes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = requests.get(f"{target.region_urls[target.primary]}/state", timeout=10).json()
+        state = api.get(f"{target.region_urls[target.primary]}/state", timeout=10).json()
         if state["canWrite"]:
             return
         time.sleep(0.3)
@@ -99,7 +100,7 @@ def wait_for_writer(target: Target, timeout: float = 30.0) -> None:
 
 def settle(target: Target) -> None:
     assert target.admin_url
-    response = requests.post(f"{target.admin_url}/settle", json={"timeout": 30}, timeout=40)
+    response = api.post(f"{target.admin_url}/settle", json={"timeout": 30}, timeout=40)
     assert response.status_code == 200, response.text
 
 
@@ -198,15 +199,15 @@ def test_planned_failover_then_failback(target: Target) -> None:
         assert state_in(target, region)["state"] == "FAILOVER"
 
     # Fencing as clients see it: the old primary refuses writes and names the writer.
-    refused = requests.post(f"{target.region_urls[p]}/items", json={"name": "late"}, timeout=10)
+    refused = api.post(f"{target.region_urls[p]}/items", json={"name": "late"}, timeout=10)
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["details"]["writerEndpoints"] == {s: target.region_urls[s]}
-    assert requests.post(f"{target.region_urls[s]}/items", json={"name": "ok"}, timeout=10).status_code == 201
+    assert api.post(f"{target.region_urls[s]}/items", json={"name": "ok"}, timeout=10).status_code == 201
     for url in target.region_urls.values():
-        state = requests.get(f"{url}/state", timeout=10).json()
+        state = api.get(f"{url}/state", timeout=10).json()
         assert (state["state"], state["writers"], state["epoch"]) == ("FAILOVER", [s], 2)
-    assert requests.get(f"{target.region_urls[p]}/health", timeout=10).json()["failed"] == ["maintenance"]
+    assert api.get(f"{target.region_urls[p]}/health", timeout=10).json()["failed"] == ["maintenance"]
 
     back = run(target, p, "Failback", {**load_event("statemachines/failback.json")})
 
@@ -214,10 +215,8 @@ def test_planned_failover_then_failback(target: Target) -> None:
     assert in_order(back["states"], "Plan", "Reconcile", "Fence", "CatchUp", "Promote", "FlipRouting", "Done")
     assert (back["report"]["epoch"], back["report"]["writers"]) == (4, [p])
     assert back["report"]["reconciliation"]
-    assert requests.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
-    assert (
-        requests.post(f"{target.region_urls[p]}/items", json={"name": "home"}, timeout=10).status_code == 201
-    )
+    assert api.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
+    assert api.post(f"{target.region_urls[p]}/items", json={"name": "home"}, timeout=10).status_code == 201
 
 
 @pytest.mark.timeout(120)
@@ -324,9 +323,9 @@ def test_forced_failover_with_the_primary_api_down_reports_exactly_what_is_at_ri
     p, s = target.primary, target.secondary
     target.fault("replication-pause")
     written = [
-        requests.post(f"{target.region_urls[p]}/items", json={"name": f"at-risk-{i}"}, timeout=10).json()[
-            "item"
-        ]["id"]
+        api.post(f"{target.region_urls[p]}/items", json={"name": f"at-risk-{i}"}, timeout=10).json()["item"][
+            "id"
+        ]
         for i in range(3)
     ]
     target.fault("api-down", p)
@@ -347,7 +346,7 @@ def test_forced_failover_with_the_primary_api_down_reports_exactly_what_is_at_ri
 @pytest.mark.timeout(120)
 def test_forced_failover_with_the_primary_region_down_reports_the_risk_as_unknown(target: Target) -> None:
     p, s = target.primary, target.secondary
-    requests.post(f"{target.region_urls[p]}/items", json={"name": "seen-before"}, timeout=10)
+    api.post(f"{target.region_urls[p]}/items", json={"name": "seen-before"}, timeout=10)
     settle(target)
     target.fault("region-down", p)
 
@@ -407,7 +406,7 @@ def assert_recovers_to_the_primary(target: Target, stuck: dict[str, Any]) -> Non
     assert (state["state"], state["writers"], state["lastOperation"]) == ("ACTIVE", [p], "unfence")
     assert int(state["epoch"]) == int(stuck["epoch"]) + 2  # the take-over, then the un-fence
     wait_for_writer(target)
-    back = requests.post(f"{target.region_urls[p]}/items", json={"name": "back"}, timeout=10)
+    back = api.post(f"{target.region_urls[p]}/items", json={"name": "back"}, timeout=10)
     assert back.status_code == 201
     # A new run is planned again (a dry run: the paused replication's latency may rightly
     # make a real one wait or refuse).
@@ -498,7 +497,7 @@ def write_until_taken(url: str, body: dict[str, Any]) -> requests.Response:
     """POST as a client does: a 503 (the writer's permit moving, a lease renewal in flight)
     is retried after its Retry-After, a few times."""
     for _ in range(5):
-        response = requests.post(url, json=body, timeout=10)
+        response = api.post(url, json=body, timeout=10)
         if response.status_code != 503:
             break
         time.sleep(float(response.headers.get("Retry-After", "1")))
@@ -534,7 +533,7 @@ def test_failback_stops_on_dropped_versions_and_each_resolution_reaches_both_reg
     settle(target)
     target.fault("replication-pause")
     for item_id, etag in items[:2]:  # the primary's last edits, acknowledged, not replicated
-        edited = requests.put(
+        edited = api.put(
             f"{urls[p]}/items/{item_id}",
             json={"name": "the primary's edit"},
             headers={"If-Match": etag},
@@ -545,7 +544,7 @@ def test_failback_stops_on_dropped_versions_and_each_resolution_reaches_both_reg
     forced = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
     assert forced["status"] == "SUCCEEDED", forced.get("cause")
     for item_id, etag in items:  # the new writer edits the versions it has
-        edited = requests.put(
+        edited = api.put(
             f"{urls[s]}/items/{item_id}",
             json={"name": "the new writer's edit"},
             headers={"If-Match": etag},
@@ -597,7 +596,7 @@ def test_losing_the_standby_region_alone_leaves_the_primary_writing(target: Targ
     refused = []
     deadline = time.monotonic() + 3 * int(PARAMETERS["LeaseSeconds"])
     while time.monotonic() < deadline:
-        response = requests.post(f"{target.region_urls[p]}/items", json={"name": "p"}, timeout=10)
+        response = api.post(f"{target.region_urls[p]}/items", json={"name": "p"}, timeout=10)
         if response.status_code != 201:
             grants = {
                 r: target.control_table(r).get_item(Key={"pk": "LEASE", "sk": "GRANT"}).get("Item")
@@ -609,7 +608,7 @@ def test_losing_the_standby_region_alone_leaves_the_primary_writing(target: Targ
         time.sleep(0.2)
 
     assert not refused, repr(refused[:2])
-    assert requests.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
+    assert api.get(f"{target.region_urls[p]}/health", timeout=10).status_code == 200
 
 
 @pytest.mark.timeout(150)
@@ -627,9 +626,7 @@ def test_partition_and_forced_takeover_never_yield_two_writers(target: Target) -
         while not stop.is_set():
             sent = time.time()
             try:
-                status = requests.post(
-                    f"{target.region_urls[p]}/items", json={"name": "p"}, timeout=5
-                ).status_code
+                status = api.post(f"{target.region_urls[p]}/items", json={"name": "p"}, timeout=5).status_code
             except requests.RequestException:
                 status = 0
             answers.append((sent, time.time(), status))
@@ -640,7 +637,7 @@ def test_partition_and_forced_takeover_never_yield_two_writers(target: Target) -
     try:
         result = run(target, s, "Failover", load_event("statemachines/failover-forced.json"))
         time.sleep(2)
-        health = requests.get(f"{target.region_urls[p]}/health", timeout=10).json()
+        health = api.get(f"{target.region_urls[p]}/health", timeout=10).json()
     finally:
         stop.set()
         writer.join(timeout=10)
@@ -655,7 +652,7 @@ def test_partition_and_forced_takeover_never_yield_two_writers(target: Target) -
     assert any(status == 503 for _, _, status in answers)
     assert "writes" in health["failed"]
     assert "write lease expired" in health["checks"]["writes"]["detail"]
-    assert requests.post(f"{target.region_urls[s]}/items", json={"name": "s"}, timeout=10).status_code == 201
+    assert api.post(f"{target.region_urls[s]}/items", json={"name": "s"}, timeout=10).status_code == 201
 
 
 @pytest.mark.timeout(300)

@@ -26,9 +26,13 @@ import requests
 from botocore.config import Config
 
 from multiregion import control
+from sandbox import users
 from tests.support.cfn import ROOT
 
 LOCATION_HEADER = "X-Client-Location"
+# Every API call of the tests, the drill and the benches: a session that `Target.sign_in`
+# signs in (the API's data routes take a Cognito ID token; /health and /state are open).
+api = requests.Session()
 
 
 @dataclass
@@ -42,6 +46,22 @@ class Target:
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     aws_endpoint: str | None = None
     admin_url: str | None = None
+    # Per app region: userPoolId, userPoolClientId (sandbox: endpoints.json; AWS: outputs).
+    cognito: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    # --- Users ----------------------------------------------------------------------------
+
+    def session(self, region: str, country: str, name: str = "user") -> requests.Session:
+        """A new user whose home is `region` (the country must belong there), signed in."""
+        return users.new_user_session(
+            {"aws": self.aws_endpoint, "cognito": self.cognito}, region, country, name
+        )
+
+    def sign_in(self, region: str | None = None, country: str = "US") -> None:
+        """Sign `api` in as a new user: by default from the US, whose home is the secondary
+        and whose data may be in both app regions (the default residency topology)."""
+        signed = self.session(region or self.secondary, country, "tests")
+        api.headers["Authorization"] = signed.headers["Authorization"]
 
     # --- AWS clients for the target's own regions --------------------------------------
 
@@ -142,6 +162,7 @@ def from_endpoints(data: dict[str, Any]) -> Target:
         outputs=outputs,
         aws_endpoint=data["aws"],
         admin_url=data["admin"],
+        cognito=data.get("cognito") or {},
     )
 
 
@@ -163,6 +184,10 @@ def from_stacks(spec: str, global_url: str | None) -> Target:
         primary=roles["primary"],
         secondary=roles["secondary"],
         outputs=outputs,
+        cognito={
+            r: {"userPoolId": o.get("UserPoolId"), "userPoolClientId": o.get("UserPoolClientId")}
+            for r, o in app.items()
+        },
     )
 
 

@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from multiregion import appstate, aws
 from tests.support import cfn
+from tests.support.identity import default_policy
 
 REGION = "ca-central-1"
 SECONDARY = "us-west-2"
@@ -40,6 +41,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "POWERTOOLS_SERVICE_NAME": "multiregion",
         "POWERTOOLS_METRICS_NAMESPACE": "MultiRegionApp",
         "POWERTOOLS_TRACE_DISABLED": "true",
+        "RESIDENCY_POLICY": default_policy(REGION, SECONDARY),
     }
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

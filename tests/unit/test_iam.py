@@ -263,3 +263,36 @@ def test_the_workflow_function_reads_photo_records_and_writes_only_probes(
     action: str, resource: str, keys: list[str] | None, expected: bool
 ) -> None:
     assert allowed("FailoverStepsFunction", action, resource, keys) is expected
+
+
+REGISTRY_ARN = f"{TABLE_ARN}-residency"
+KEY_ARN = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{cfn.defaults()['ResidencyKeyParameter']}"
+
+
+@pytest.mark.parametrize(
+    ("function", "action", "resource", "keys", "expected"),
+    [
+        ("PreSignUpFunction", "dynamodb:UpdateItem", REGISTRY_ARN, ["USER#ab12"], True),  # registers
+        ("PreSignUpFunction", "dynamodb:GetItem", REGISTRY_ARN, ["USER#ab12"], True),
+        ("PreSignUpFunction", "dynamodb:DeleteItem", REGISTRY_ARN, ["USER#ab12"], False),
+        ("PreSignUpFunction", "dynamodb:Scan", REGISTRY_ARN, None, False),  # never lists users
+        ("PreSignUpFunction", "dynamodb:UpdateItem", TABLE_ARN, ["ITEM#0123"], False),
+        ("PreAuthenticationFunction", "dynamodb:GetItem", REGISTRY_ARN, ["USER#ab12"], True),
+        ("PreAuthenticationFunction", "dynamodb:UpdateItem", REGISTRY_ARN, ["USER#ab12"], False),
+        ("PreTokenGenerationFunction", "dynamodb:GetItem", REGISTRY_ARN, ["USER#ab12"], True),
+        ("PreTokenGenerationFunction", "dynamodb:PutItem", REGISTRY_ARN, ["USER#ab12"], False),
+        ("PreTokenGenerationFunction", "dynamodb:GetItem", TABLE_ARN, ["CONTROL"], False),
+    ],
+)
+def test_the_cognito_triggers_reach_registry_entries_only(
+    function: str, action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed(function, action, resource, keys) is expected
+
+
+@pytest.mark.parametrize(
+    "function", ["PreSignUpFunction", "PreAuthenticationFunction", "PreTokenGenerationFunction"]
+)
+def test_the_cognito_triggers_read_the_registry_key_and_no_other_parameter(function: str) -> None:
+    ssm = [s for s in statements(function) if any(a.startswith("ssm:") for a in _as_list(s["Action"]))]
+    assert [(s["Action"], s["Resource"]) for s in ssm] == [("ssm:GetParameter", [KEY_ARN])]

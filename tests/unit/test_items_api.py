@@ -8,18 +8,20 @@ import re
 import uuid
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from functions.items_api import app
-from multiregion import listing
+from multiregion import journal, listing
 from multiregion.cursor import encode_cursor
 from multiregion.items import ItemInput, ItemRepository
 from multiregion.settings import get_settings
 from multiregion.transactions import guarded
 from tests.support.cfn import load_event
+from tests.support.identity import CA_USER, OTHER_CA_USER, as_user
 from tests.support.responses import body, header
-from tests.unit.conftest import REGION
+from tests.unit.conftest import REGION, TABLE
 
 ITEM_ID = "0123456789abcdef0123456789abcdef"
 SEEDED_ETAG = '"1.0123456789ab"'  # the seeded item's revision comes from the same patched uuid4
@@ -204,11 +206,16 @@ def list_all(lambda_context: Any, limit: int) -> list[dict[str, Any]]:
     return [item for page in pages for item in page["items"]]
 
 
-def create_items(table: Any, count: int) -> list[dict[str, Any]]:
+def list_all_as_caller(table: Any) -> list[Any]:
+    """The first page of the sample caller's items, through the repository."""
+    return ItemRepository(table, REGION, owner=CA_USER.subject).list(100)[0]
+
+
+def create_items(table: Any, count: int, owner: str | None = CA_USER.subject) -> list[dict[str, Any]]:
     """Items created one after another, two in each millisecond, in list order (oldest
-    first; ties are ordered by id)."""
+    first; ties are ordered by id); the sample events' caller's, unless `owner` says."""
     times = iter(f"2026-11-23T07:00:00.{n // 2:03d}Z" for n in range(count))
-    repository = ItemRepository(table, REGION, clock=lambda: next(times))
+    repository = ItemRepository(table, REGION, clock=lambda: next(times), owner=owner)
     created = []
     for n in range(count):
         data = ItemInput(name=f"item {n}")
@@ -223,13 +230,27 @@ def item_records(table: Any) -> list[dict[str, Any]]:
     ]
 
 
-def test_items_are_spread_over_the_list_partitions(table: Any) -> None:
-    created = create_items(table, 24)
+def test_a_users_items_are_listed_from_their_own_partition(table: Any) -> None:
+    create_items(table, 3)
+    create_items(table, 2, owner=OTHER_CA_USER.subject)
+
+    partitions = sorted(r["gsi1pk"] for r in item_records(table))
+    assert partitions == sorted(
+        [listing.owner_partition("ITEM", CA_USER.subject)] * 3
+        + [listing.owner_partition("ITEM", OTHER_CA_USER.subject)] * 2
+    )
+
+
+def test_unowned_items_are_spread_over_the_list_partitions(table: Any) -> None:
+    """Items of no user (written before sign-in existed): the ownerless repository, which
+    operators' tools use, lists them from the sharded partitions; no caller sees them."""
+    created = create_items(table, 24, owner=None)
 
     records = item_records(table)
     assert len(records) == len(created)
     assert {r["gsi1pk"] for r in records} <= set(listing.PARTITIONS[: listing.LIST_SHARDS])
     assert len({r["gsi1pk"] for r in records}) > 1
+    assert list_all_as_caller(table) == []
     assert all(r["gsi1pk"] == listing.partition_of(r["id"]) for r in records)
 
 
@@ -267,7 +288,7 @@ def test_a_cursor_resumes_after_its_item_even_once_it_is_deleted(table: Any, lam
 def test_items_written_before_the_list_was_sharded_are_listed_in_order(
     table: Any, lambda_context: Any
 ) -> None:
-    created = create_items(table, 4)
+    created = create_items(table, 4, owner=None)
     old = {
         "pk": f"ITEM#{ITEM_ID}",
         "sk": "ITEM",
@@ -282,8 +303,13 @@ def test_items_written_before_the_list_was_sharded_are_listed_in_order(
     }
     table.put_item(Item=old)
     expected = sorted([*created, old], key=lambda i: (i["createdAt"], i["id"]))
+    unowned = ItemRepository(table, REGION)
+    listed, cursor = unowned.list(2)
+    while cursor:
+        page, cursor = unowned.list(2, cursor)
+        listed += page
 
-    assert [i["id"] for i in list_all(lambda_context, 2)] == [i["id"] for i in expected]
+    assert [i.id for i in listed] == [i["id"] for i in expected]
 
 
 @pytest.mark.parametrize(
@@ -441,6 +467,7 @@ def test_an_item_written_before_revisions_is_named_by_its_version(table: Any, la
             "createdAt": "2026-01-01T00:00:00.000Z",
             "updatedAt": "2026-01-01T00:00:00.000Z",
             "updatedRegion": REGION,
+            "owner": CA_USER.subject,
         }
     )
     assert header(invoke(load_event("items_api/get.json"), lambda_context), "ETag") == '"1"'
@@ -449,3 +476,55 @@ def test_an_item_written_before_revisions_is_named_by_its_version(table: Any, la
     event["multiValueHeaders"]["If-Match"] = ['"1"']
 
     assert invoke(event, lambda_context)["statusCode"] == 200
+
+
+# Ownership ---------------------------------------------------------------------------------
+
+
+def test_without_an_identity_every_items_route_is_401(table: Any, lambda_context: Any) -> None:
+    for name in ("create.json", "list.json", "get.json", "replace.json", "delete.json"):
+        response = invoke(as_user(load_event(f"items_api/{name}"), None), lambda_context)
+        assert (response["statusCode"], body(response)["code"]) == (401, "Unauthorized"), name
+
+
+def test_another_users_item_cannot_be_read_replaced_deleted_or_listed(
+    table: Any, lambda_context: Any
+) -> None:
+    created = body(invoke(load_event("items_api/create.json"), lambda_context))["item"]
+    for name in ("get.json", "replace.json", "delete.json"):
+        event = load_event(f"items_api/{name}")
+        event["pathParameters"] = {"id": created["id"]}
+        event["path"] = f"/items/{created['id']}"
+        response = invoke(as_user(event, OTHER_CA_USER), lambda_context)
+        assert (response["statusCode"], body(response)["code"]) == (404, "NotFound"), name
+    listed = body(invoke(as_user(load_event("items_api/list.json"), OTHER_CA_USER), lambda_context))
+    assert listed["items"] == []
+    assert ItemRepository(table, REGION).get(created["id"]).version == 1  # untouched
+
+
+def test_an_idempotency_key_is_the_callers_own(table: Any, lambda_context: Any) -> None:
+    """Two users sending the same Idempotency-Key get two items, never each other's."""
+    mine = invoke(load_event("items_api/create-idempotent.json"), lambda_context)
+    theirs = invoke(as_user(load_event("items_api/create-idempotent.json"), OTHER_CA_USER), lambda_context)
+
+    assert (mine["statusCode"], theirs["statusCode"]) == (201, 201)
+    assert body(mine)["item"]["id"] != body(theirs)["item"]["id"]
+
+
+def test_the_journal_keeps_the_owner_so_a_restored_item_is_still_its_owners(table: Any) -> None:
+    """Failback's resolver restores a dropped version from its journal entry's image: the
+    image names the owner, and the restored item is back in its owner's list."""
+    repository = ItemRepository(table, REGION, owner=CA_USER.subject)
+    created, _ = guarded(get_settings(), lambda guard: repository.create(ItemInput(name="mine"), guard))
+    control = boto3.resource("dynamodb", region_name=REGION).Table(f"{TABLE}-control")
+    (entry,) = [e for s in range(16) for e in journal.since(control, s, "2000")]
+    assert entry.image == {"name": "mine", "description": "", "tags": [], "owner": CA_USER.subject}
+
+    table.delete_item(Key={"pk": f"ITEM#{created.id}", "sk": "ITEM"})
+    ownerless = ItemRepository(table, REGION)  # the resolver acts for no user
+    restored = guarded(
+        get_settings(),
+        lambda guard: ownerless.restore(created.id, ItemInput(name="mine"), 2, guard, entry.image["owner"]),
+    )
+    assert restored.owner == CA_USER.subject
+    assert [i.id for i in repository.list(10)[0]] == [created.id]

@@ -10,7 +10,6 @@ import boto3
 import pytest
 
 from functions.photo_replication import app
-from multiregion import residency
 from tests.support import cfn
 from tests.support.cfn import load_event
 from tests.unit.conftest import REGION, SECONDARY, TABLE
@@ -83,20 +82,30 @@ def test_a_copy_delivered_twice_is_applied_once(peer: Any, lambda_context: Any) 
     assert peer.get_item(Key=KEY)["Item"]["marker"] == "kept"  # not overwritten by the replay
 
 
-def test_residency_can_keep_a_photo_at_home(
-    peer: Any, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "jurisdiction",
+    [
+        {"jurisdiction": {"S": "CA"}},  # pinned to ca-central-1 by the policy
+        {"jurisdiction": {"S": "XX"}},  # a jurisdiction the policy does not know
+        {"jurisdiction": {"NULL": True}},  # none recorded: the data does not move
+    ],
+)
+def test_residency_keeps_a_photo_at_home(
+    peer: Any, lambda_context: Any, jurisdiction: dict[str, Any]
 ) -> None:
-    asked: list[tuple[str, str, str]] = []
-
-    def keep_at_home(action: str, home: str, region: str) -> bool:
-        asked.append((action, home, region))
-        return action != "replicate"
-
-    monkeypatch.setattr(residency, "allows", keep_at_home)
-
-    assert invoke(sample(), lambda_context) == {"batchItemFailures": []}
+    assert invoke(sample(**jurisdiction), lambda_context) == {"batchItemFailures": []}
     assert "Item" not in peer.get_item(Key=KEY)
-    assert asked == [("replicate", REGION, SECONDARY)]
+
+
+def test_a_catch_up_probe_is_copied_whatever_the_policy(peer: Any, lambda_context: Any) -> None:
+    """Failover's probe record carries no user data and no jurisdiction: it must arrive,
+    or the photo gate could never open."""
+    probe_key = {"pk": {"S": "PROBE#ca-central-1"}, "sk": {"S": "PROBE"}}
+    event = sample(**probe_key, jurisdiction={"NULL": True})
+    event["Records"][0]["dynamodb"]["Keys"] = probe_key
+
+    assert invoke(event, lambda_context) == {"batchItemFailures": []}
+    assert "Item" in peer.get_item(Key={"pk": "PROBE#ca-central-1", "sk": "PROBE"})
 
 
 def test_a_copy_that_fails_is_reported_for_the_mapping_to_retry(table: Any, lambda_context: Any) -> None:

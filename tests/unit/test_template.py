@@ -28,7 +28,11 @@ APP_FUNCTIONS = {
     "TextDetectionFunction",
     "TextNoticesFunction",
     "PhotoReplicationFunction",
+    "PreSignUpFunction",
+    "PreAuthenticationFunction",
+    "PreTokenGenerationFunction",
 }
+GLOBAL_TABLES = {"GlobalTable", "ResidencyRegistryTable"}
 DOMAIN = {
     "DomainName": "api.example.com",
     "HostedZoneId": "Z0000000EXAMPLE",
@@ -50,7 +54,7 @@ def test_the_topology_defaults_to_three_different_regions() -> None:
 def test_primary_creates_the_global_table_with_a_replica_in_each_app_region() -> None:
     resources = cfn.resources_for(PRIMARY)
 
-    assert of_type(resources, "AWS::DynamoDB::GlobalTable") == {"GlobalTable"}
+    assert of_type(resources, "AWS::DynamoDB::GlobalTable") == GLOBAL_TABLES
     props = resources["GlobalTable"]["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
@@ -89,7 +93,7 @@ def test_service_region_deploys_a_valid_stack_without_app_resources() -> None:
 
 # What each role creates: (global tables, functions, REST APIs).
 ROLE_RESOURCES = {
-    "primary": ({"GlobalTable"}, APP_FUNCTIONS, {"Api"}),
+    "primary": (GLOBAL_TABLES, APP_FUNCTIONS, {"Api"}),
     "secondary": (set(), APP_FUNCTIONS, {"Api"}),
     "service": (set(), set(), set()),
 }
@@ -138,7 +142,7 @@ def test_a_region_outside_the_topology_is_refused_before_anything_is_created() -
 def test_the_topology_is_its_three_region_parameters() -> None:
     moved = {"PrimaryRegion": OUTSIDE}
 
-    assert of_type(cfn.resources_for(OUTSIDE, **moved), "AWS::DynamoDB::GlobalTable") == {"GlobalTable"}
+    assert of_type(cfn.resources_for(OUTSIDE, **moved), "AWS::DynamoDB::GlobalTable") == GLOBAL_TABLES
     assert cfn.resolve(cfn.transformed()["Outputs"]["RegionRole"]["Value"], OUTSIDE, **moved) == "primary"
     with pytest.raises(TemplateRuleError, match="RegionInTopology"):
         cfn.resources_for(PRIMARY, **moved)
@@ -397,3 +401,112 @@ def test_where_text_detection_runs_is_configuration(
     )
     assert f":sns:{topic_region}:" in variables["NOTICE_TOPIC_ARN"]
     assert variables["IMAGE_TEXT_AT"] == overrides.get("ImageTextDetection", "service")
+
+
+# Sign-in and residency -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("region", APP_REGIONS)
+def test_the_user_pool_calls_the_three_triggers_and_no_one_can_write_their_region(region: str) -> None:
+    resources = cfn.resources_for(region)
+    pool = resources["UserPool"]["Properties"]
+    client = resources["UserPoolClient"]["Properties"]
+
+    assert pool["LambdaConfig"] == {
+        "PreSignUp": {"Fn::GetAtt": ["PreSignUpFunction", "Arn"]},
+        "PreAuthentication": {"Fn::GetAtt": ["PreAuthenticationFunction", "Arn"]},
+        "PreTokenGeneration": {"Fn::GetAtt": ["PreTokenGenerationFunction", "Arn"]},
+    }
+    schema = {a["Name"]: a for a in pool["Schema"]}
+    assert schema["region"]["Mutable"] is False and schema["country"]["Mutable"] is False
+    assert "custom:region" not in client["WriteAttributes"]
+    assert "custom:country" in client["WriteAttributes"]  # declared once, at sign-up
+    assert pool["UsernameConfiguration"] == {"CaseSensitive": False}  # the registry keys lower case
+    for trigger in ("PreSignUp", "PreAuthentication", "PreTokenGeneration"):
+        permission = resources[f"{trigger}FunctionPermission"]["Properties"]
+        assert permission["Principal"] == "cognito-idp.amazonaws.com"
+        assert permission["SourceArn"] == {"Fn::GetAtt": ["UserPool", "Arn"]}
+        assert resources[f"{trigger}Function"]["Properties"]["Timeout"] <= 5  # Cognito waits 5 s
+
+
+def test_every_data_route_takes_the_pools_id_token_and_health_and_state_are_open() -> None:
+    body = cfn.resolve(cfn.resources_for(PRIMARY)["Api"]["Properties"]["Body"], PRIMARY)
+    schemes = body["components"]["securitySchemes"]
+    assert schemes["UserPoolAuthorizer"]["x-amazon-apigateway-authtype"] == "cognito_user_pools"
+    open_paths, guarded_paths = set(), set()
+    for path, methods in body["paths"].items():
+        for method, operation in methods.items():
+            if not isinstance(operation, dict):
+                continue
+            security = operation.get("security")
+            if security != [{"NONE": []}]:  # SAM's spelling of `Authorizer: NONE`
+                assert security == [{"UserPoolAuthorizer": []}], (path, method)  # no scopes: ID tokens
+                guarded_paths.add(f"{method.upper()} {path}")
+            else:
+                open_paths.add(f"{method.upper()} {path}")
+    assert open_paths == {"GET /health", "GET /state"}
+    assert {"POST /items", "GET /items/{id}", "POST /photos", "GET /photos"} <= guarded_paths
+
+
+def test_the_default_residency_policy_pins_ca_and_lets_us_fail_over() -> None:
+    from multiregion import residency
+
+    env = cfn.resources_for(PRIMARY)["ItemsApiFunction"]["Properties"]["Environment"]["Variables"]
+    policy = residency.parse(cfn.resolve(env["RESIDENCY_POLICY"], PRIMARY))
+    assert policy.named("CA").regions == (PRIMARY,) and policy.named("CA").bridge is False
+    assert policy.named("US").regions == (SECONDARY, PRIMARY) and policy.named("US").bridge is True
+    assert policy.for_country("FR").name == "US"
+    mine = '{"jurisdictions": [{"name": "X", "regions": ["eu-west-1"]}]}'
+    custom = cfn.resources_for(PRIMARY, ResidencyPolicy=mine)["ItemsApiFunction"]["Properties"]
+    given = cfn.resolve(custom["Environment"]["Variables"]["RESIDENCY_POLICY"], PRIMARY, ResidencyPolicy=mine)
+    assert residency.parse(given).named("X").home == "eu-west-1"
+
+
+def test_bucket_replication_copies_uploads_and_never_resident_objects() -> None:
+    """Objects of a jurisdiction that may not be in the other app region are put under
+    resident/ (multiregion.photos.uploads): the replication rule and its role see uploads/ only."""
+    resources = cfn.resources_for(PRIMARY)
+    config = cfn.resolve(resources["PhotosBucket"]["Properties"]["ReplicationConfiguration"], PRIMARY)
+    assert [rule["Filter"] for rule in config["Rules"]] == [{"Prefix": "uploads/"}]
+    role = json.dumps(cfn.resolve(resources["PhotosReplicationRole"]["Properties"], PRIMARY))
+    assert "uploads/" in role and "resident" not in role
+
+
+GEO = {
+    **DOMAIN,
+    "GeoDomainName": "home.api.example.com",
+    "PrimaryGeoCountry": "CA",
+    "SecondaryGeoCountry": "US",
+}
+
+
+@pytest.mark.parametrize(("region", "country"), [(PRIMARY, "CA"), (SECONDARY, "US")])
+def test_geolocation_records_send_each_regions_country_home_beside_the_latency_records(
+    region: str, country: str
+) -> None:
+    resources = cfn.resources_for(region, **GEO)
+    record = cfn.resolve(resources["ApiGeoRecord"]["Properties"], region, **GEO)
+
+    assert set(resources) >= CUSTOM_DOMAIN_RESOURCES  # the latency records stay
+    assert record["Name"] == "home.api.example.com"
+    assert record["GeoLocation"] == {"CountryCode": country}
+    assert record["HealthCheckId"] == {"Ref": "ApiHealthCheck"}  # an unhealthy home falls back
+    assert record["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["ApiGeoDomain", "RegionalDomainName"]}
+    defaults = [
+        n
+        for n, r in resources.items()
+        if r["Type"] == "AWS::Route53::RecordSet" and n == "ApiGeoDefaultRecord"
+    ]
+    assert bool(defaults) is (region == PRIMARY)  # one default per name
+    if defaults:
+        default = cfn.resolve(resources["ApiGeoDefaultRecord"]["Properties"], region, **GEO)
+        assert default["GeoLocation"] == {"CountryCode": "*"}
+        assert default["AliasTarget"]["DNSName"] == "api.example.com"  # the latency records
+
+
+def test_without_a_geo_name_or_country_there_is_no_geolocation_record() -> None:
+    assert "ApiGeoRecord" not in cfn.resources_for(PRIMARY, **DOMAIN)
+    assert "ApiGeoRecord" not in cfn.resources_for(PRIMARY, **{**GEO, "PrimaryGeoCountry": ""})
+    assert "ApiGeoDomain" not in cfn.resources_for(
+        PRIMARY, **{k: v for k, v in GEO.items() if k != "HostedZoneId"}
+    )

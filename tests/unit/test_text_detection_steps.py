@@ -18,6 +18,7 @@ from multiregion.bridge import dispatch, notices, tasks
 from multiregion.bridge.config import get_bridge_settings
 from multiregion.bridge.errors import InvalidUpload, ObjectRejected
 from multiregion.bridge.models import Job
+from multiregion.caller import Caller
 from multiregion.media import media_type
 from multiregion.photos.models import PhotoInput
 from multiregion.photos.store import PhotoRepository
@@ -25,6 +26,7 @@ from multiregion.settings import get_settings
 from multiregion.transactions import guarded
 from sandbox import rekognition
 from tests.support.cfn import load_event
+from tests.support.identity import CA_USER, US_USER
 from tests.unit.conftest import REGION, TABLE
 
 SERVICE = "us-east-2"
@@ -56,7 +58,7 @@ def bridge(table: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     emulator.close()
 
 
-def declared_upload(body: bytes, content_type: str = "image/png") -> dict[str, Any]:
+def declared_upload(body: bytes, content_type: str = "image/png", owner: Caller = US_USER) -> dict[str, Any]:
     """A photo declared through the repository and its object uploaded: the S3 event detail."""
     settings = get_settings()
     repository = PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
@@ -64,7 +66,7 @@ def declared_upload(body: bytes, content_type: str = "image/png") -> dict[str, A
     assert media is not None
     photo = guarded(
         settings,
-        lambda g: repository.create(PhotoInput(contentType=content_type, size=len(body)), media, REGION, g),
+        lambda g: repository.create(PhotoInput(contentType=content_type, size=len(body)), media, owner, g),
     )
     put = boto3.client("s3", region_name=REGION).put_object(Bucket=PHOTOS, Key=photo.objectKey, Body=body)
     return {
@@ -286,11 +288,9 @@ def test_a_notice_after_the_run_gave_up_is_acknowledged(waiting_video: Any, lamb
 def test_residency_can_forbid_processing_and_the_photo_says_so(
     bridge: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The one policy function decides; the default allows, a jurisdiction may refuse."""
-    from multiregion import residency
-
-    monkeypatch.setattr(residency, "allows", lambda action, home, region: action != "process")
-    job = run("begin", detail=declared_upload(PNG), executionId=EXECUTION)
+    """A CA user's photo: the policy pins CA's data to its home and gives it no bridge, so
+    the service region may not process it (a US user's photo is processed: the other tests)."""
+    job = run("begin", detail=declared_upload(PNG, owner=CA_USER), executionId=EXECUTION)
 
     assert job["skip"] == "residency"
     record = photo_status(job["photoId"])
@@ -317,7 +317,7 @@ def test_the_steps_handler_runs_the_sample_begin_event(
     declared = PhotoInput(contentType="image/png", size=event["detail"]["object"]["size"])
     with monkeypatch.context() as patch:
         patch.setattr(uuid, "uuid4", lambda: uuid.UUID(photo_id))
-        guarded(settings, lambda g: repository.create(declared, media_type("image/png"), REGION, g))
+        guarded(settings, lambda g: repository.create(declared, media_type("image/png"), US_USER, g))
 
     job = steps_app.lambda_handler(event, lambda_context)
 

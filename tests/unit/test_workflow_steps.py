@@ -281,8 +281,14 @@ def test_forced_fence_without_a_majority_promotes_nothing(replicas: dict[str, An
 # --- catch-up: item by item from the journal, and the latency gate ------------------------
 
 
-def journal_write(region: str, item_id: str, revision: str, updated_at: str, kind: str = "ITEM") -> None:
-    entry = JournalEntry(id=item_id, kind=kind, op="put", version=1, revision=revision, updatedAt=updated_at)
+def journal_write(
+    region: str, item_id: str, revision: str, updated_at: str, kind: str = "ITEM", jurisdiction: str = "US"
+) -> None:
+    """A journalled put; a photo's names its owner's jurisdiction (US: it may move)."""
+    image = {"jurisdiction": jurisdiction} if kind == "PHOTO" else None
+    entry = JournalEntry(
+        id=item_id, kind=kind, op="put", version=1, revision=revision, updatedAt=updated_at, image=image
+    )
     shard = permits.shard_of(item_id, get_settings().write_shards)
     control_table(region).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
 
@@ -374,6 +380,29 @@ def test_catch_up_checks_photo_records_in_the_photos_table(replicas: dict[str, A
     assert catchup.catch_up(plan, fenced_at(5), get_settings()).complete is True
 
 
+def test_catch_up_does_not_wait_for_photos_residency_keeps_in_the_region_left(
+    replicas: dict[str, Any],
+) -> None:
+    """A CA photo (pinned to the primary) never comes to the secondary: the replicator
+    withholds it. The proof does not wait for it; it counts it as withheld, and the
+    report says it is unavailable here. A photo without a jurisdiction is withheld too."""
+    put_replication_latency(100.0)
+    pinned, unknown, movable = "1" * 32, "2" * 32, "3" * 32
+    journal_write(PRIMARY, pinned, "r-pinned", now_iso(-2), kind="PHOTO", jurisdiction="CA")
+    journal_write(PRIMARY, unknown, "r-unknown", now_iso(-2), kind="PHOTO", jurisdiction="")
+    journal_write(PRIMARY, movable, "r-movable", now_iso(-2), kind="PHOTO", jurisdiction="US")
+
+    waiting = catchup.catch_up(make_plan(), fenced_at(5), get_settings())
+
+    assert (waiting.complete, waiting.pendingIds) == (False, [movable])
+    assert (waiting.withheld, waiting.withheldIds) == (2, sorted([pinned, unknown]))
+    photos_table(SECONDARY).put_item(
+        Item=item_record(PRIMARY, movable, "r-movable", now_iso(-2), kind="PHOTO")
+    )
+    done = catchup.catch_up(make_plan(), fenced_at(5), get_settings())
+    assert (done.complete, done.withheld) == (True, 2)
+
+
 def test_no_photo_replication_datapoints_keep_the_photo_gate_shut_and_probe_it(
     replicas: dict[str, Any],
 ) -> None:
@@ -437,7 +466,7 @@ def test_catch_up_waits_for_a_photo_upload_not_only_its_record(
             version=1,
             revision=f"r-{photo_id[0]}",
             updatedAt=now_iso(-2),
-            image={"objectKey": f"uploads/{PRIMARY}/{photo_id}.png"},
+            image={"objectKey": f"uploads/{PRIMARY}/{photo_id}.png", "jurisdiction": "US"},
         )
         shard = permits.shard_of(photo_id, get_settings().write_shards)
         control_table(PRIMARY).put_item(Item=put_action(CONTROL, shard, entry)["Put"]["Item"])
@@ -963,6 +992,11 @@ def test_report_times_each_step_from_its_milestones() -> None:
 
     result = report.report(document)
 
+    assert result["residency"] is None  # nothing withheld
+    document["catchUp"]["value"].update(withheld=2, withheldIds=["1" * 32, "2" * 32])
+    withheld = report.report(document)["residency"]
+    assert (withheld["withheld"], withheld["withheldIds"]) == (2, ["1" * 32, "2" * 32])
+    assert f"may not leave {PRIMARY}" in withheld["note"] and SECONDARY in withheld["note"]
     assert result["steps"] == {"fence": 1.0, "catchUp": 2.5, "promote": 0.5, "routing": 0.25}
     assert result["trustedWindow"] == {"from": "2026-11-23T06:55:01.000Z", "to": "2026-11-23T07:00:01.000Z"}
     assert (result["epoch"], result["writers"], result["from"], result["to"]) == (

@@ -22,6 +22,23 @@ class BadRequestError(AppError):
     code = "BadRequest"
 
 
+class UnauthorizedError(AppError):
+    """No caller identity on a data route (the authorizer lets none through without one)."""
+
+    status = 401
+    code = "Unauthorized"
+
+
+class ResidencyRestrictedError(AppError):
+    """The caller's residency-scoped data may not be served, stored or processed in this
+    region. 403, not 503: retrying here never helps and it is no outage (health and
+    failover must not count it); not a redirect: the client decides to go to its home
+    region, named in the details, with its own credentials."""
+
+    status = 403
+    code = "ResidencyRestricted"
+
+
 class NotFoundError(AppError):
     status = 404
     code = "NotFound"

@@ -7,6 +7,11 @@ so it commits only while the region may write. Within a region, writes
 are optimistic: a write that names a stale version fails (412) instead of overwriting.
 Across regions, DynamoDB global tables resolve concurrent writes last-writer-wins; the
 stamps let a client see which write won.
+
+Items belong to the user who created them (`owner`, the caller's `sub`). A repository
+made for a caller sees only that caller's items: another user's item is not found, every
+write is conditioned on the owner, the list reads the caller's own list partition, and
+an Idempotency-Key is the caller's own (two users' keys never name one item).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from multiregion.clock import utc_now_iso
 from multiregion.errors import NotFoundError, VersionConflictError
 from multiregion.fencing import WriteGuard
 from multiregion.journal import JournalEntry, Operation
-from multiregion.listing import list_records, partition_of, sort_key
+from multiregion.listing import list_records, owner_partition, partition_of, sort_key
 from multiregion.transactions import ItemConditionFailed, commit
 
 ITEM_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -33,6 +38,7 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1d0e-9a57-4c8e-9a1f-3f1b3d2c7a10")
 _ITEM_ID = re.compile(ITEM_ID_PATTERN)
 ITEM_KIND = "ITEM"
 CONTENT_FIELDS = ("name", "description", "tags")  # what a client writes (ItemInput)
+OWNER_FIELD = "owner"
 REVISION_CHARS = 12
 _ETAG = re.compile(rf"(?P<version>[0-9]{{1,18}})(?:\.(?P<revision>[0-9a-f]{{{REVISION_CHARS}}}))?")
 
@@ -66,6 +72,7 @@ class Item(BaseModel):
     # A token drawn anew by every write: the ETag names the exact write, not just its
     # version number, which two regions can reach with different writes (active-active).
     revision: str | None = Field(default=None, exclude=True)
+    owner: str | None = Field(default=None, exclude=True)  # the creator's `sub`
 
     @property
     def etag(self) -> str:
@@ -101,16 +108,22 @@ def _from_record(record: dict[str, Any]) -> Item:
         updatedRegion=record["updatedRegion"],
         epoch=int(record.get("epoch", 0)),
         revision=record.get("revision"),
+        owner=record.get(OWNER_FIELD),
     )
 
 
 class ItemRepository:
     """Items in one region's replica of the global table."""
 
-    def __init__(self, table: Any, region: str, clock: Callable[[], str] = utc_now_iso):
+    def __init__(
+        self, table: Any, region: str, clock: Callable[[], str] = utc_now_iso, owner: str | None = None
+    ):
+        """`owner`: the caller whose items this repository reaches (None: every item, for
+        the workflows and the conflict resolver, which act for no user)."""
         self._table = table
         self._region = region
         self._clock = clock
+        self._owner = owner
 
     def create(
         self, data: ItemInput, guard: WriteGuard, idempotency_key: str | None = None
@@ -119,10 +132,12 @@ class ItemRepository:
 
         With an idempotency key the id is derived from the key, so a client that retries
         after a lost answer, in this region or another, gets the same item, never a twin."""
-        item_id = (
-            uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key).hex if idempotency_key else uuid.uuid4().hex
-        )
-        record = self._new_record(item_id, data, 1, guard)
+        if idempotency_key:
+            scoped = f"{self._owner}:{idempotency_key}" if self._owner else idempotency_key
+            item_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, scoped).hex
+        else:
+            item_id = uuid.uuid4().hex
+        record = self._new_record(item_id, data, 1, guard, self._owner)
         if idempotency_key:
             record["idempotencyKey"] = idempotency_key
         try:
@@ -133,11 +148,15 @@ class ItemRepository:
             raise
         return _from_record(record), True
 
-    def _new_record(self, item_id: str, data: ItemInput, version: int, guard: WriteGuard) -> dict[str, Any]:
+    def _new_record(
+        self, item_id: str, data: ItemInput, version: int, guard: WriteGuard, owner: str | None
+    ) -> dict[str, Any]:
         now = self._clock()
+        owned = {OWNER_FIELD: owner} if owner else {}
         return {
             **_key(item_id),
-            "gsi1pk": partition_of(item_id),
+            **owned,
+            "gsi1pk": owner_partition(ITEM_KIND, owner) if owner else partition_of(item_id),
             "gsi1sk": sort_key(now, item_id),
             "id": item_id,
             "name": data.name,
@@ -162,9 +181,11 @@ class ItemRepository:
         }
         commit(self._table, action, _entry(record, "put"), guard)
 
-    def restore(self, item_id: str, data: ItemInput, version: int, guard: WriteGuard) -> Item:
-        """Write a deleted item back under its id (the conflict resolver), if still absent."""
-        record = self._new_record(item_id, data, version, guard)
+    def restore(
+        self, item_id: str, data: ItemInput, version: int, guard: WriteGuard, owner: str | None = None
+    ) -> Item:
+        """Write a deleted item back under its id and owner (the conflict resolver), if still absent."""
+        record = self._new_record(item_id, data, version, guard, owner)
         try:
             self._put_new(record, guard)
         except ItemConditionFailed:
@@ -180,8 +201,8 @@ class ItemRepository:
     def get(self, item_id: str) -> Item:
         response = self._table.get_item(Key=_key(item_id), ConsistentRead=True)
         record = response.get("Item")
-        if record is None:
-            raise NotFoundError(f"item {item_id} not found")
+        if record is None or (self._owner is not None and record.get(OWNER_FIELD) != self._owner):
+            raise NotFoundError(f"item {item_id} not found")  # another user's: never say so
         return _from_record(record)
 
     def replace(self, item_id: str, data: ItemInput, expected: Precondition, guard: WriteGuard) -> Item:
@@ -199,7 +220,7 @@ class ItemRepository:
             "updatedRegion": self._region,
             "epoch": guard.epoch,
         }
-        condition, names, values = _matches_expression(expected)
+        condition, names, values = self._owned(*_matches_expression(expected))
         action = {
             "Update": {
                 "TableName": self._table.name,
@@ -211,7 +232,9 @@ class ItemRepository:
             }
         }
         try:
-            commit(self._table, action, _entry({"id": item_id, **changes}, "put", expected.revision), guard)
+            owned = {OWNER_FIELD: current.owner} if current.owner else {}
+            written = {"id": item_id, **changes, **owned}
+            commit(self._table, action, _entry(written, "put", expected.revision), guard)
         except ItemConditionFailed:
             self._raise_conflict(item_id, expected)
         return Item.model_validate({**current.model_dump(), **changes, "revision": changes["revision"]})
@@ -224,9 +247,9 @@ class ItemRepository:
         ):
             self._raise_conflict(item_id, expected, current)
         if expected is None:
-            condition, names, values = "attribute_exists(pk)", {}, {}
+            condition, names, values = self._owned("attribute_exists(pk)", {}, {})
         else:
-            condition, names, values = _matches_expression(expected)
+            condition, names, values = self._owned(*_matches_expression(expected))
         action: dict[str, Any] = {
             "Delete": {"TableName": self._table.name, "Key": _key(item_id), "ConditionExpression": condition}
         }
@@ -248,8 +271,20 @@ class ItemRepository:
 
     def list(self, limit: int, cursor: str | None = None) -> tuple[list[Item], str | None]:
         """A page of items, oldest first, and the cursor of the next (multiregion.listing)."""
-        records, next_cursor = list_records(self._table, limit, cursor)
+        records, next_cursor = list_records(self._table, limit, cursor, owner=self._owner)
         return [_from_record(record) for record in records], next_cursor
+
+    def _owned(
+        self, condition: str, names: dict[str, str], values: dict[str, Any]
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """A write's condition, plus: the item is still the caller's."""
+        if self._owner is None:
+            return condition, names, values
+        return (
+            f"{condition} AND #own = :own",
+            {**names, "#own": OWNER_FIELD},
+            {**values, ":own": self._owner},
+        )
 
     def _raise_conflict(
         self, item_id: str, expected: Precondition | None, current: Item | None = None
@@ -294,7 +329,7 @@ def _entry(record: dict[str, Any], op: Operation, base: str | None = None) -> Jo
         revision=record.get("revision"),
         updatedAt=record["updatedAt"],
         baseRevision=base,
-        image={k: record[k] for k in CONTENT_FIELDS} if op == "put" else None,
+        image={k: record[k] for k in (*CONTENT_FIELDS, OWNER_FIELD) if k in record} if op == "put" else None,
     )
 
 

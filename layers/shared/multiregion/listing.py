@@ -51,6 +51,12 @@ _SORT_KEY = re.compile(
 )
 
 
+def owner_partition(kind: str, owner: str) -> str:
+    """The list partition of one owner's records of a kind: a user's list is one query, and
+    the partitions spread over users, so no single key takes every write."""
+    return f"{kind}#OWNER#{owner}"
+
+
 def partition_of(item_id: str, kind: str = ITEM_KIND) -> str:
     """The record's list partition. Never change the hash: stored records keep their key."""
     digest = hashlib.blake2b(item_id.encode(), digest_size=4).digest()
@@ -63,16 +69,20 @@ def sort_key(created_at: str, item_id: str) -> str:
 
 
 def list_records(
-    table: Any, limit: int, cursor: str | None = None, kind: str = ITEM_KIND
+    table: Any,
+    limit: int,
+    cursor: str | None = None,
+    kind: str = ITEM_KIND,
+    owner: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Up to `limit` records of one kind after the cursor, oldest first, and the next page's
-    cursor (None on the last page).
+    """Up to `limit` records of one kind (of one owner's, when given) after the cursor,
+    oldest first, and the next page's cursor (None on the last page).
 
     Each partition is read for at most `limit + 1` records: the page can take all of its
     records from one partition, and one past the page says whether there is a next."""
     after = _position(cursor) if cursor else None
     found: dict[str, dict[str, Any]] = {}
-    for partition in partitions(kind):
+    for partition in (owner_partition(kind, owner),) if owner is not None else partitions(kind):
         for record in _partition_records(table, partition, after, limit + 1):
             found[record["gsi1sk"]] = record  # an item is listed once, whatever its partition
     ordered = [found[key] for key in sorted(found)]

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from multiregion import aws, ledger, permits
 from multiregion.clock import utc_now_iso
 from multiregion.errors import NotFoundError, VersionConflictError
-from multiregion.items import ITEM_ID_PATTERN, ItemInput, ItemRepository, Precondition
+from multiregion.items import (
+    CONTENT_FIELDS,
+    ITEM_ID_PATTERN,
+    OWNER_FIELD,
+    ItemInput,
+    ItemRepository,
+    Precondition,
+)
 from multiregion.settings import Settings
 from multiregion.transactions import guarded
 
@@ -84,10 +91,13 @@ def _restore(conflict: ledger.Conflict, table: object, settings: Settings) -> st
         expected = Precondition(version=current.version, revision=current.revision)
         guarded(settings, lambda guard: repository.delete(conflict.id, guard, expected))
         return None
-    data = ItemInput.model_validate(dropped.image or {})
+    image = dropped.image or {}
+    data = ItemInput.model_validate({k: image[k] for k in CONTENT_FIELDS if k in image})
+    owner = image.get(OWNER_FIELD)
     if current is None:
         restored = guarded(
-            settings, lambda guard: repository.restore(conflict.id, data, dropped.version + 1, guard)
+            settings,
+            lambda guard: repository.restore(conflict.id, data, dropped.version + 1, guard, owner),
         )
     else:
         expected = Precondition(version=current.version, revision=current.revision)

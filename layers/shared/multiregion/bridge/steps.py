@@ -29,7 +29,7 @@ from multiregion.settings import Settings
 from multiregion.transactions import guarded
 
 logger = Logger(child=True)
-_KEY = re.compile(r"uploads/(?P<region>[a-z0-9-]+)/(?P<id>[0-9a-f]{32})\.[a-z0-9]+")
+_KEY = re.compile(r"(?:uploads|resident)/(?P<region>[a-z0-9-]+)/(?P<id>[0-9a-f]{32})\.[a-z0-9]+")
 
 
 def _photos(settings: Settings) -> PhotoRepository:
@@ -72,7 +72,7 @@ def begin(detail: dict[str, Any], execution_id: str, settings: Settings, bridge:
             return job  # this step again (a Step Functions retry): the photo is this run's
         # EventBridge delivers at least once: another event for an upload already taken.
         return job.model_copy(update={"skip": f"photo is already {photo.status}"})
-    if not residency.allows("process", photo.homeRegion, job.detectIn):
+    if not residency.permits("process", photo.jurisdiction, job.detectIn, settings.service_region):
         reason = f"may not be processed in {job.detectIn}"
         _change(settings, StatusChange(id=photo_id, status="SKIPPED_RESIDENCY", reason=reason))
         return job.model_copy(update={"skip": "residency"})

@@ -52,7 +52,8 @@ class Photo(BaseModel):
     size: int
     objectKey: str
     uploadRegion: str  # the region whose bucket took the upload (and runs its detection)
-    homeRegion: str  # the region its data belongs to (residency)
+    homeRegion: str  # the owner's home region (the `custom:region` claim)
+    jurisdiction: str | None = None  # the owner's jurisdiction: where the policy lets it go
     status: Status
     reason: str | None = None  # why FAILED or SKIPPED_RESIDENCY
     text: list[TextLine] | None = None
@@ -64,6 +65,7 @@ class Photo(BaseModel):
     updatedRegion: str
     epoch: int = 0
     revision: str | None = Field(default=None, exclude=True)
+    owner: str | None = Field(default=None, exclude=True)  # the owner's `sub`
     # The text-detection run that took the photo (an execution ARN: never shown publicly).
     processingBy: str | None = Field(default=None, exclude=True)
 

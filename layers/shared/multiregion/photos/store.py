@@ -17,11 +17,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from multiregion.caller import Caller
 from multiregion.clock import utc_now_iso
 from multiregion.errors import NotFoundError, TransitionError
 from multiregion.fencing import WriteGuard
 from multiregion.journal import JournalEntry, record_key
-from multiregion.listing import list_records, partition_of, sort_key
+from multiregion.listing import list_records, owner_partition, sort_key
 from multiregion.media import MediaType
 from multiregion.photos.models import FOLLOWS, PHOTO_KIND, Photo, PhotoInput, StatusChange
 from multiregion.photos.uploads import object_key
@@ -46,6 +47,7 @@ def _from_record(record: dict[str, Any]) -> Photo:
         ]
     data["revision"] = record.get("revision")
     data["processingBy"] = record.get("processingBy")
+    data["owner"] = record.get("owner")
     return Photo.model_validate(data)
 
 
@@ -53,9 +55,12 @@ def _revision() -> str:
     return uuid.uuid4().hex[:REVISION_CHARS]
 
 
-def _entry(record: dict[str, Any], object_key: str, base: str | None) -> JournalEntry:
+def _entry(
+    record: dict[str, Any], object_key: str, base: str | None, jurisdiction: str | None
+) -> JournalEntry:
     """The journal entry of a photo write; it names the photo's object, so failover's
-    catch-up can check the upload itself arrived, not only the record."""
+    catch-up can check the upload itself arrived, not only the record, and its
+    jurisdiction, so catch-up does not wait for what residency keeps where it is."""
     return JournalEntry(
         id=record["id"],
         kind=PHOTO_KIND,
@@ -64,7 +69,7 @@ def _entry(record: dict[str, Any], object_key: str, base: str | None) -> Journal
         revision=record["revision"],
         updatedAt=record["updatedAt"],
         baseRevision=base,
-        image={"objectKey": object_key},
+        image={"objectKey": object_key, "jurisdiction": jurisdiction},
     )
 
 
@@ -74,21 +79,27 @@ class PhotoRepository:
         self._region = region
         self._clock = clock
 
-    def create(self, data: PhotoInput, media: MediaType, home_region: str, guard: WriteGuard) -> Photo:
+    def create(
+        self, data: PhotoInput, media: MediaType, owner: Caller, guard: WriteGuard, replicated: bool = True
+    ) -> Photo:
+        """Record a declared upload; `replicated`: may its object and record go to the other
+        app region (the residency policy's answer for the owner's jurisdiction)."""
         photo_id = uuid.uuid4().hex
         now = self._clock()
         record: dict[str, Any] = {
             **record_key(PHOTO_KIND, photo_id),
-            "gsi1pk": partition_of(photo_id, PHOTO_KIND),
+            "gsi1pk": owner_partition(PHOTO_KIND, owner.subject),
             "gsi1sk": sort_key(now, photo_id),
             "id": photo_id,
             "name": data.name,
             "kind": media.kind,
             "contentType": media.content_type,
             "size": data.size,
-            "objectKey": object_key(self._region, photo_id, media.extension),
+            "objectKey": object_key(self._region, photo_id, media.extension, replicated),
             "uploadRegion": self._region,
-            "homeRegion": home_region,
+            "homeRegion": owner.home_region,
+            "jurisdiction": owner.jurisdiction,
+            "owner": owner.subject,
             "status": "PENDING",
             "version": 1,
             "revision": _revision(),
@@ -104,7 +115,7 @@ class PhotoRepository:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        commit(self._table, action, _entry(record, record["objectKey"], None), guard)
+        commit(self._table, action, _entry(record, record["objectKey"], None, owner.jurisdiction), guard)
         return _from_record(record)
 
     def get(self, photo_id: str) -> Photo:
@@ -113,8 +124,9 @@ class PhotoRepository:
             raise NotFoundError(f"photo {photo_id} not found")
         return _from_record(record)
 
-    def list(self, limit: int, cursor: str | None = None) -> tuple[list[Photo], str | None]:
-        records, next_cursor = list_records(self._table, limit, cursor, kind=PHOTO_KIND)
+    def list(self, owner: str, limit: int, cursor: str | None = None) -> tuple[list[Photo], str | None]:
+        """One owner's photos, oldest first."""
+        records, next_cursor = list_records(self._table, limit, cursor, kind=PHOTO_KIND, owner=owner)
         return [_from_record(r) for r in records], next_cursor
 
     def change_status(self, change: StatusChange, guard: WriteGuard) -> Photo:
@@ -169,7 +181,8 @@ class PhotoRepository:
         commit(
             self._table,
             action,
-            _entry({"id": change.id, **fields}, current.objectKey, current.revision),
+            _entry({"id": change.id, **fields}, current.objectKey, current.revision, current.jurisdiction),
             guard,
         )
-        return _from_record({**current.model_dump(), "processingBy": current.processingBy, **fields})
+        kept = {"processingBy": current.processingBy, "owner": current.owner}  # not in model_dump()
+        return _from_record({**current.model_dump(), **kept, **fields})

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-UPLOAD_PREFIX = "uploads"
+UPLOAD_PREFIX = "uploads"  # bucket replication copies these to the other app region
+RESIDENT_PREFIX = "resident"  # and never these: residency keeps them where they were taken
 UPLOAD_EXPIRY_SECONDS = 300
 
 
@@ -23,10 +24,12 @@ class Upload(BaseModel):
     expiresAt: str
 
 
-def object_key(region: str, photo_id: str, extension: str) -> str:
+def object_key(region: str, photo_id: str, extension: str, replicated: bool = True) -> str:
     """Keys carry the upload's region: each region starts detection only for its own
-    uploads, never for the copies bucket replication brings from the other region."""
-    return f"{UPLOAD_PREFIX}/{region}/{photo_id}.{extension}"
+    uploads, never for the copies bucket replication brings from the other region. An
+    object whose jurisdiction may not be in the other region goes under `resident/`,
+    which the bucket's replication rule (prefix `uploads/`) does not copy."""
+    return f"{UPLOAD_PREFIX if replicated else RESIDENT_PREFIX}/{region}/{photo_id}.{extension}"
 
 
 def peer_bucket(bucket: str, region: str, other_region: str) -> str:

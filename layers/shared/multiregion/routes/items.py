@@ -1,4 +1,7 @@
-"""Items CRUD routes. Conditional writes use ETag / If-Match (see multiregion.items)."""
+"""Items CRUD routes. Conditional writes use ETag / If-Match (see multiregion.items).
+
+Items are the caller's own; they are not residency-scoped (they live in the global table,
+in every app region), so any app region serves them."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from multiregion import aws
 from multiregion.api import json_response
+from multiregion.caller import caller_of
 from multiregion.errors import BadRequestError, PreconditionRequiredError
 from multiregion.items import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -34,8 +38,10 @@ PAGE_LIMIT_MAX = 100
 
 
 def _repository() -> ItemRepository:
+    """The caller's items (the authorizer's identity): another user's are not found."""
     settings = get_settings()
-    return ItemRepository(aws.table(settings.table_name, settings.region), settings.region)
+    owner = caller_of(router.current_event.raw_event).subject
+    return ItemRepository(aws.table(settings.table_name, settings.region), settings.region, owner=owner)
 
 
 def _idempotency_key() -> str | None:

@@ -1,5 +1,11 @@
 """Photos routes: declare an upload (a presigned POST to this region's bucket), read a
-photo's record and detected text, list photos. Errors and fencing as for items."""
+photo's record and detected text, list photos. Errors and fencing as for items.
+
+Photos are residency-scoped: each belongs to the caller (the authorizer's `sub`) and to
+the caller's jurisdiction, and every route first asks the residency policy whether this
+region may hold and serve that jurisdiction's data. A refusal is a 403
+`ResidencyRestricted` naming the home region and its endpoint; another user's photo is a
+404, as if it did not exist."""
 
 from __future__ import annotations
 
@@ -13,12 +19,18 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from multiregion import aws, residency
 from multiregion.api import json_response
-from multiregion.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from multiregion.caller import Caller, caller_of
+from multiregion.errors import (
+    NotFoundError,
+    PayloadTooLargeError,
+    ResidencyRestrictedError,
+    UnsupportedMediaTypeError,
+)
 from multiregion.media import ACCEPTED, media_type
 from multiregion.photos.models import PHOTO_ID_PATTERN, PhotoInput
 from multiregion.photos.store import PhotoRepository
 from multiregion.photos.uploads import presigned_upload
-from multiregion.settings import get_settings
+from multiregion.settings import Settings, get_settings
 from multiregion.transactions import guarded
 
 logger = Logger(child=True)
@@ -34,9 +46,28 @@ def _repository() -> PhotoRepository:
     return PhotoRepository(aws.table(settings.photos_table, settings.region), settings.region)
 
 
+def _resident_caller(action: residency.Action, settings: Settings) -> Caller:
+    """The caller, if the policy lets this region `action` the caller's data."""
+    caller = caller_of(router.current_event.raw_event)
+    if not residency.permits(action, caller.jurisdiction, settings.region):
+        home = caller.home_region
+        raise ResidencyRestrictedError(
+            f"the data of jurisdiction {caller.jurisdiction} may not be served in {settings.region}: "
+            f"use your home region {home}",
+            details={
+                "jurisdiction": caller.jurisdiction,
+                "homeRegion": home,
+                "homeEndpoint": settings.endpoint(home),
+                "region": settings.region,
+            },
+        )
+    return caller
+
+
 @router.post("/photos")
 def create_photo(photo: PhotoInput):
     settings = get_settings()
+    caller = _resident_caller("store", settings)
     media = media_type(photo.contentType)
     if media is None:
         raise UnsupportedMediaTypeError(
@@ -48,14 +79,11 @@ def create_photo(photo: PhotoInput):
             f"a {media.content_type} upload may be at most {media.max_bytes} bytes; {photo.size} declared",
             details={"limitBytes": media.max_bytes, "sizeBytes": photo.size},
         )
-    # Until users have a home region (residency), a photo belongs to the region taking it.
-    home = settings.region
-    if not residency.allows("store", home, settings.region):
-        raise BadRequestError(f"photos of {home} may not be stored in {settings.region}")
     if not settings.photos_bucket:
         raise RuntimeError("PHOTOS_BUCKET is not set: the photos function has no bucket")
     repository = _repository()
-    created = guarded(settings, lambda guard: repository.create(photo, media, home, guard))
+    replicated = residency.permits("replicate", caller.jurisdiction, settings.other_app_region())
+    created = guarded(settings, lambda guard: repository.create(photo, media, caller, guard, replicated))
     upload = presigned_upload(
         aws.client("s3", settings.region),
         settings.photos_bucket,
@@ -77,7 +105,8 @@ def list_photos(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 25,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ):
-    photos, next_cursor = _repository().list(limit, cursor)
+    caller = _resident_caller("serve", get_settings())
+    photos, next_cursor = _repository().list(caller.subject, limit, cursor)
     return json_response(
         HTTPStatus.OK, {"photos": [p.model_dump() for p in photos], "nextCursor": next_cursor}
     )
@@ -85,4 +114,8 @@ def list_photos(
 
 @router.get("/photos/<photo_id>")
 def get_photo(photo_id: PhotoId):
-    return json_response(HTTPStatus.OK, {"photo": _repository().get(photo_id).model_dump()})
+    caller = _resident_caller("serve", get_settings())
+    photo = _repository().get(photo_id)
+    if photo.owner != caller.subject:
+        raise NotFoundError(f"photo {photo_id} not found")  # never say whose it is
+    return json_response(HTTPStatus.OK, {"photo": photo.model_dump()})

@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from multiregion import aws, control, journal
+from multiregion import aws, control, journal, residency
 from multiregion.aws import describe_error
 from multiregion.clock import utc_now_iso
 from multiregion.journal import JournalEntry
@@ -97,6 +97,21 @@ def _missing_in(client: Any, table_name: str, entries: list[JournalEntry]) -> li
     keys = [journal.record_key(e.kind, e.id) for e in entries]
     found = {r["pk"]: r for r in aws.batch_get(client, table_name, keys, "pk, revision, updatedAt")}
     return [e.id for e, key in zip(entries, keys, strict=True) if not _reflected(e, found.get(key["pk"]))]
+
+
+def _residency_split(settings: Settings, entries: list[JournalEntry]) -> tuple[list[JournalEntry], list[str]]:
+    """The entries to wait for, and the ids of the photos residency keeps out of this
+    region: they never come here (the replicator withholds them), so catch-up does not
+    wait for them; they stay in the region being left and are unavailable here."""
+    movable: list[JournalEntry] = []
+    withheld: list[str] = []
+    for entry in entries:
+        jurisdiction = (entry.image or {}).get("jurisdiction")
+        if entry.kind == "PHOTO" and not residency.permits("replicate", jurisdiction, settings.region):
+            withheld.append(entry.id)
+        else:
+            movable.append(entry)
+    return movable, sorted(withheld)
 
 
 def _objects_missing(settings: Settings, source_region: str, entries: list[JournalEntry]) -> list[str]:
@@ -291,8 +306,9 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
             error=f"{plan.fenceRegion}'s journal could not be read: {describe_error(error)}",
             deadlinePassed=deadline_passed,
         )
-    missing = sorted(_missing(settings, entries))
-    objects = sorted(_objects_missing(settings, plan.fenceRegion, entries))
+    movable, withheld = _residency_split(settings, entries)
+    missing = sorted(_missing(settings, movable))
+    objects = sorted(_objects_missing(settings, plan.fenceRegion, movable))
     return CatchUp(
         complete=not missing and not objects and gate.open and photos_gate.open,
         journalRead=True,
@@ -300,6 +316,8 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
         pending=len(missing) + len(objects),
         pendingIds=missing[:MAX_LISTED],
         pendingObjects=objects[:MAX_LISTED],
+        withheld=len(withheld),
+        withheldIds=withheld[:MAX_LISTED],
         window=window,
         gate=gate,
         photosGate=photos_gate,

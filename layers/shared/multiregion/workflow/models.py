@@ -104,6 +104,10 @@ class CatchUp(BaseModel):
     pendingIds: list[str] = Field(default_factory=list)
     # Photos whose upload is in the region being left and not yet in this one's bucket.
     pendingObjects: list[str] = Field(default_factory=list)
+    # Photos of the window that residency keeps in the region being left: not waited for,
+    # and unavailable in this region after the failover (residency beats availability).
+    withheld: int = 0
+    withheldIds: list[str] = Field(default_factory=list)
     window: dict[str, str | None] = Field(default_factory=dict)
     gate: Gate
     # The photo replicator's gate (its ReplicationLatency and its failure queue).

@@ -80,6 +80,16 @@ def report(document: dict[str, Any]) -> dict[str, Any]:
         "catchUp": caught.model_dump() if caught else None,
         "trustedWindow": caught.window if caught else None,
         "dataAtRisk": at_risk,
+        "residency": (
+            {
+                "withheld": caught.withheld,
+                "withheldIds": caught.withheldIds,
+                "note": f"{caught.withheld} photo(s) of the window may not leave {plan.fenceRegion} "
+                f"(residency): unavailable in {plan.promoteRegion} until it is the writer again",
+            }
+            if caught is not None and caught.withheld
+            else None
+        ),
         "reconciliation": _value(document, "reconciliation"),
         "routing": routing.model_dump(),
         "reason": plan.request.reason,
