@@ -8,12 +8,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from sandbox import sns_delivery
 from sandbox.sns_delivery import DeliveryRequest, queue_policy_allows
+from tests.support.moto_clients import moto_client
 
 TOPIC_REGION, QUEUE_REGION = "us-east-2", "ca-central-1"  # SNS delivers across regions
 ACCOUNT = "123456789012"
@@ -24,14 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def client(url: str, service: str, region: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
-    )
+    return moto_client(url, service, region, read_timeout=10)
 
 
 @pytest.fixture(scope="module")

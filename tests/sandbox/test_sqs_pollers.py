@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionError, FunctionSpec, Runtime
@@ -30,6 +28,7 @@ from sandbox.sqs_pollers import (
     list_sqs_mappings,
     sqs_mapping,
 )
+from tests.support.moto_clients import moto_client
 
 REGION, OTHER = "ca-central-1", "us-west-2"
 ACCOUNT = "123456789012"
@@ -40,14 +39,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def client(url: str, service: str, region: str = REGION) -> Any:
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
-    )
+    return moto_client(url, service, region, read_timeout=10)
 
 
 @pytest.fixture(scope="module")
