@@ -52,7 +52,7 @@ def _resident_caller(action: residency.Action, settings: Settings) -> Caller:
     if not residency.permits(action, caller.jurisdiction, settings.region):
         home = caller.home_region
         raise ResidencyRestrictedError(
-            f"the data of jurisdiction {caller.jurisdiction} may not be served in {settings.region}: "
+            f"the data of jurisdiction {caller.jurisdiction} may not be kept or served in {settings.region}: "
             f"use your home region {home}",
             details={
                 "jurisdiction": caller.jurisdiction,
