@@ -22,14 +22,13 @@ to another region; it answers that the data is unavailable here.
 from __future__ import annotations
 
 import json
-import os
 import re
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from multiregion.settings import ConfigurationError
+from multiregion.settings import ConfigurationError, required_env
 
 Action = Literal["store", "serve", "replicate", "process", "failover"]
 ENV_VAR = "RESIDENCY_POLICY"
@@ -126,10 +125,7 @@ def parse(raw: str) -> ResidencyPolicy:
 
 def current() -> ResidencyPolicy:
     """The policy this function was deployed with."""
-    raw = os.environ.get(ENV_VAR, "").strip()
-    if not raw:
-        raise ConfigurationError(f"environment variable {ENV_VAR} is not set")
-    return parse(raw)
+    return parse(required_env(ENV_VAR))
 
 
 def allows(action: Action, jurisdiction: str, region: str, service_region: str = "") -> bool:

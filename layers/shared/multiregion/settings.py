@@ -92,7 +92,8 @@ class Settings:
         return self.clock_skew_seconds + self.writer_timeout_seconds
 
 
-def _required(name: str) -> str:
+def required_env(name: str) -> str:
+    """An environment variable the template always sets; ConfigurationError without it."""
     value = os.environ.get(name, "").strip()
     if not value:
         raise ConfigurationError(f"environment variable {name} is not set")
@@ -133,7 +134,7 @@ def _mode(name: str) -> str:
 
 
 def get_settings() -> Settings:
-    table_name = _required("TABLE_NAME")
+    table_name = required_env("TABLE_NAME")
     lease = _int("LEASE_SECONDS", 30, low=2)
     renew = _int("LEASE_RENEW_SECONDS", 10, low=1)
     if renew * 2 > lease:
@@ -142,11 +143,11 @@ def get_settings() -> Settings:
             "one failed renewal must not lose the lease"
         )
     return Settings(
-        region=_required("AWS_REGION"),
+        region=required_env("AWS_REGION"),
         table_name=table_name,
-        region_role=_required("REGION_ROLE"),
-        primary_region=_required("PRIMARY_REGION"),
-        secondary_region=_required("SECONDARY_REGION"),
+        region_role=required_env("REGION_ROLE"),
+        primary_region=required_env("PRIMARY_REGION"),
+        secondary_region=required_env("SECONDARY_REGION"),
         service_region=os.environ.get("SERVICE_REGION", "").strip(),
         config_parameter=os.environ.get("CONFIG_PARAMETER", "").strip() or None,
         max_body_bytes=_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from multiregion import aws
-from multiregion.settings import ConfigurationError
+from multiregion.settings import ConfigurationError, required_env
 
 ENV_VAR = "RESIDENCY_KEY_PARAMETER"
 MIN_KEY_BYTES = 32  # HMAC-SHA256's block of entropy; a shorter key is a guessable key
@@ -42,10 +42,7 @@ def _provider(region: str) -> parameters.SSMProvider:
 
 
 def parameter_name() -> str:
-    name = os.environ.get(ENV_VAR, "").strip()
-    if not name:
-        raise ConfigurationError(f"environment variable {ENV_VAR} is not set")
-    return name
+    return required_env(ENV_VAR)
 
 
 def secret(region: str) -> bytes:

@@ -11,7 +11,6 @@ home and jurisdiction (a retried sign-up) and keeps its first `signedUpIn` and
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from multiregion import aws
-from multiregion.settings import ConfigurationError
+from multiregion.settings import required_env
 
 ENV_VAR = "RESIDENCY_REGISTRY_TABLE"
 PREFIX = "USER#"
@@ -63,10 +62,7 @@ class RegisteredElsewhere(Exception):
 
 
 def table_name() -> str:
-    name = os.environ.get(ENV_VAR, "").strip()
-    if not name:
-        raise ConfigurationError(f"environment variable {ENV_VAR} is not set")
-    return name
+    return required_env(ENV_VAR)
 
 
 class Registry:
