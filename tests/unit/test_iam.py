@@ -296,3 +296,35 @@ def test_the_cognito_triggers_reach_registry_entries_only(
 def test_the_cognito_triggers_read_the_registry_key_and_no_other_parameter(function: str) -> None:
     ssm = [s for s in statements(function) if any(a.startswith("ssm:") for a in _as_list(s["Action"]))]
     assert [(s["Action"], s["Resource"]) for s in ssm] == [("ssm:GetParameter", [KEY_ARN])]
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "keys", "expected"),
+    [
+        ("dynamodb:Query", f"{PHOTOS_ARN}/index/GSI2", ["OPEN#03"], True),  # the open photos
+        ("dynamodb:Query", f"{PHOTOS_ARN}/index/GSI1", ["PHOTO#03"], False),  # not the lists
+        ("dynamodb:Scan", PHOTOS_ARN, None, False),  # never a scan
+        ("dynamodb:GetItem", PHOTOS_ARN, ["PHOTO#0123"], True),
+        ("dynamodb:UpdateItem", PHOTOS_ARN, ["PHOTO#0123"], True),  # FAILED: upload never came
+        ("dynamodb:PutItem", PHOTOS_ARN, ["PHOTO#0123"], False),  # never creates one
+        ("dynamodb:ConditionCheckItem", CONTROL_ARN, ["PERMIT#03"], True),  # written under the permit
+        ("dynamodb:PutItem", CONTROL_ARN, ["JOURNAL#03"], True),
+        ("dynamodb:PutItem", CONTROL_ARN, ["PERMIT#03"], False),
+        ("dynamodb:PutItem", TABLE_ARN, ["ITEM#0123"], False),  # no item
+        ("dynamodb:PutItem", PEER_PHOTOS_ARN, ["PHOTO#0123"], False),  # nothing in the other region
+    ],
+)
+def test_photo_recovery_reads_open_photos_and_fails_only_photo_records(
+    action: str, resource: str, keys: list[str] | None, expected: bool
+) -> None:
+    assert allowed("PhotoRecoveryFunction", action, resource, keys) is expected
+
+
+def test_photo_recovery_starts_only_text_detection_runs() -> None:
+    starts = [
+        s for s in statements("PhotoRecoveryFunction") if "states:StartExecution" in _as_list(s["Action"])
+    ]
+    assert len(starts) == 1
+    assert all(
+        "text-detection" in str(r) or "TextDetectionStateMachine" in str(r) for r in starts[0]["Resource"]
+    )

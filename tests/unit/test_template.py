@@ -28,6 +28,7 @@ APP_FUNCTIONS = {
     "TextDetectionFunction",
     "TextNoticesFunction",
     "PhotoReplicationFunction",
+    "PhotoRecoveryFunction",
     "PreSignUpFunction",
     "PreAuthenticationFunction",
     "PreTokenGenerationFunction",

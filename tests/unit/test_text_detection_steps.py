@@ -21,7 +21,7 @@ from multiregion.bridge.models import Job
 from multiregion.caller import Caller
 from multiregion.media import media_type
 from multiregion.photos.models import PhotoInput
-from multiregion.photos.store import PhotoRepository
+from multiregion.photos.store import PhotoRepository, RunSuperseded
 from multiregion.settings import get_settings
 from multiregion.transactions import guarded
 from sandbox import rekognition
@@ -122,6 +122,62 @@ def test_a_retried_begin_of_the_same_run_goes_on(bridge: Any) -> None:
 
     assert again["skip"] is None and again["photoId"] == first["photoId"]
     assert other["skip"] == "photo is already PROCESSING"
+
+
+def test_a_redrive_takes_over_only_the_stale_run_it_names(bridge: Any) -> None:
+    detail = declared_upload(PNG)
+    stale = run("begin", detail=detail, executionId=EXECUTION)  # a run that never ended
+    redrive = {**detail, "redrive": {"takeover": EXECUTION}}
+
+    wrong = run(
+        "begin", detail={**detail, "redrive": {"takeover": EXECUTION + "-other"}}, executionId="new-1"
+    )
+    taken = run("begin", detail=redrive, executionId="new-2")
+    late = run("begin", detail=redrive, executionId="new-3")  # a second re-drive of that run
+
+    assert wrong["skip"] == "photo is already PROCESSING"
+    assert taken["skip"] is None
+    assert late["skip"] == "photo is already PROCESSING"
+    assert photo_status(stale["photoId"])["processingBy"] == "new-2"
+
+
+def test_a_superseded_run_can_no_longer_write_the_photo(bridge: Any) -> None:
+    detail = declared_upload(PNG)
+    stale = run("stage", job=run("begin", detail=detail, executionId=EXECUTION))
+    detected = run("detect_image", job=stale)
+    fresh = run("begin", detail={**detail, "redrive": {"takeover": EXECUTION}}, executionId="new-run")
+
+    with pytest.raises(RunSuperseded):
+        run("store", job=stale, detected=detected)
+    error = {"Error": "RunSuperseded", "Cause": "{}"}
+    assert run("fail", job=stale, error=error)["status"] == "PROCESSING"  # nothing written
+    assert photo_status(fresh["photoId"])["processingBy"] == "new-run"
+    stored = run("store", job=fresh, detected=detected)
+    assert stored["status"] == "DONE"
+
+
+def test_two_runs_racing_from_pending_only_one_takes_the_photo(
+    bridge: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detail = declared_upload(PNG)
+    photo_id = detail["object"]["key"].rsplit("/", 1)[-1].split(".")[0]
+    repository = PhotoRepository(aws.table(get_settings().photos_table, REGION), REGION)
+    pending = repository.get(photo_id)
+    first = run("begin", detail=detail, executionId=EXECUTION)
+    # The second run read the photo PENDING just before the first one took it.
+    real_get = PhotoRepository.get
+    reads: list[str] = []
+
+    def stale_first_read(self: PhotoRepository, wanted: str) -> Any:
+        reads.append(wanted)
+        return pending if len(reads) == 1 else real_get(self, wanted)
+
+    monkeypatch.setattr(PhotoRepository, "get", stale_first_read)
+    second = run("begin", detail=detail, executionId=EXECUTION + "-second")
+
+    assert first["skip"] is None
+    assert second["skip"] is not None and "another run has it" in second["skip"]
+    assert photo_status(photo_id)["processingBy"] == EXECUTION
 
 
 def test_at_home_nothing_is_staged(bridge: Any, monkeypatch: pytest.MonkeyPatch) -> None:

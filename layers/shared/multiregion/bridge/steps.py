@@ -21,10 +21,10 @@ from multiregion.bridge import rekognition, staging, tasks
 from multiregion.bridge.config import BridgeSettings
 from multiregion.bridge.errors import InvalidUpload, ObjectRejected, RegionFenced
 from multiregion.bridge.models import Detected, Job
-from multiregion.errors import NotFoundError, WriteFencedError
+from multiregion.errors import NotFoundError, TransitionError, WriteFencedError
 from multiregion.media import media_type
 from multiregion.photos.models import FINAL, Photo, StatusChange
-from multiregion.photos.store import PhotoRepository
+from multiregion.photos.store import PhotoRepository, RunSuperseded
 from multiregion.settings import Settings
 from multiregion.transactions import guarded
 
@@ -45,18 +45,27 @@ def _change(settings: Settings, change: StatusChange) -> Photo:
 
 
 def begin(detail: dict[str, Any], execution_id: str, settings: Settings, bridge: BridgeSettings) -> Job:
-    """Check the upload event against the photo's record and take the photo for this run."""
+    """Check the upload event against the photo's record and take the photo for this run.
+
+    `detail` is S3's Object Created detail, or photo recovery's re-drive of a photo left
+    open (multiregion.photos.recovery): the same fields plus `redrive`, naming the run it
+    takes over (if any). A re-drive may name another region's upload, replicated here."""
     bucket = str((detail.get("bucket") or {}).get("name", ""))
     obj = detail.get("object") or {}
     key = str(obj.get("key", ""))
+    redrive = detail.get("redrive")
     found = _KEY.fullmatch(key)
-    if bucket != bridge.photos_bucket or found is None or found["region"] != settings.region:
+    own_upload = found is not None and found["region"] == settings.region
+    if bucket != bridge.photos_bucket or found is None or not (own_upload or isinstance(redrive, dict)):
         raise InvalidUpload(f"not an upload of this region's photos: s3://{bucket}/{key}")
     photo_id = found["id"]
     try:
         photo = _photos(settings).get(photo_id)
     except NotFoundError:
         raise InvalidUpload(f"no record of photo {photo_id} (uploaded without POST /photos?)") from None
+    if photo.objectKey != key:
+        raise InvalidUpload(f"photo {photo_id} was declared for {photo.objectKey}, not {key}")
+    takeover = str(redrive.get("takeover")) if isinstance(redrive, dict) and redrive.get("takeover") else None
     job = Job(
         photoId=photo_id,
         kind=photo.kind,
@@ -67,9 +76,9 @@ def begin(detail: dict[str, Any], execution_id: str, settings: Settings, bridge:
         detectIn=bridge.runs_in(photo.kind),
         waitSeconds=bridge.video_wait_seconds,
     )
-    if photo.status != "PENDING":
-        if photo.status == "PROCESSING" and photo.processingBy == execution_id:
-            return job  # this step again (a Step Functions retry): the photo is this run's
+    if photo.status == "PROCESSING" and photo.processingBy == execution_id:
+        return job  # this step again (a Step Functions retry): the photo is this run's
+    if photo.status != "PENDING" and not (photo.status == "PROCESSING" and takeover == photo.processingBy):
         # EventBridge delivers at least once: another event for an upload already taken.
         return job.model_copy(update={"skip": f"photo is already {photo.status}"})
     if not residency.permits("process", photo.jurisdiction, job.detectIn, settings.service_region):
@@ -83,7 +92,14 @@ def begin(detail: dict[str, Any], execution_id: str, settings: Settings, bridge:
         reason = f"ObjectRejected: the object ({size} bytes) is not what was declared ({photo.size} bytes)"
         _change(settings, StatusChange(id=photo_id, status="FAILED", reason=reason))
         raise ObjectRejected(f"photo {photo_id}: {reason}")
-    _change(settings, StatusChange(id=photo_id, status="PROCESSING", processingBy=execution_id))
+    try:
+        _change(
+            settings,
+            StatusChange(id=photo_id, status="PROCESSING", processingBy=execution_id, takeover=takeover),
+        )
+    except TransitionError as error:
+        # Another run took the photo between the read and this write: it is that run's.
+        return job.model_copy(update={"skip": error.message})
     return job
 
 
@@ -130,6 +146,7 @@ def store(job: Job, detected: Detected, settings: Settings) -> Photo:
         settings,
         StatusChange(
             id=job.photoId,
+            run=job.executionId,
             status="DONE",
             text=detected.lines,
             textTruncated=detected.truncated,
@@ -146,7 +163,14 @@ def fail(job: Job, error: dict[str, Any], settings: Settings) -> dict[str, Any]:
     current = _photos(settings).get(job.photoId)
     if current.status in FINAL:
         return {"status": current.status, "reason": current.reason}
-    changed = _change(settings, StatusChange(id=job.photoId, status="FAILED", reason=reason))
+    if current.status == "PROCESSING" and current.processingBy != job.executionId:
+        return {"status": current.status, "reason": "another run has taken the photo over"}
+    try:
+        changed = _change(
+            settings, StatusChange(id=job.photoId, run=job.executionId, status="FAILED", reason=reason)
+        )
+    except RunSuperseded:
+        return {"status": "PROCESSING", "reason": "another run has taken the photo over"}
     return {"status": changed.status, "reason": changed.reason}
 
 

@@ -82,3 +82,7 @@ class StatusChange(BaseModel):
     textTruncated: bool = False
     detectedIn: str | None = None
     processingBy: str | None = None
+    # The run making the change: refused (RunSuperseded) when another run has the photo.
+    run: str | None = None
+    # PROCESSING only: the stale run whose photo this run takes over (photo recovery).
+    takeover: str | None = None

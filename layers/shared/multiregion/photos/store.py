@@ -22,14 +22,29 @@ from multiregion.clock import utc_now_iso
 from multiregion.errors import NotFoundError, TransitionError
 from multiregion.fencing import WriteGuard
 from multiregion.journal import JournalEntry, record_key
-from multiregion.listing import list_records, owner_partition, sort_key
+from multiregion.listing import list_records, owner_partition, partition_of, sort_key
 from multiregion.media import MediaType
-from multiregion.photos.models import FOLLOWS, PHOTO_KIND, Photo, PhotoInput, StatusChange
+from multiregion.photos.models import FINAL, FOLLOWS, PHOTO_KIND, Photo, PhotoInput, StatusChange
 from multiregion.photos.uploads import object_key
 from multiregion.transactions import ItemConditionFailed, commit
 
 REVISION_CHARS = 12
 CHANGE_ATTEMPTS = 5
+# The open-photos index: a sparse GSI holding only photos not yet in a final status,
+# spread over OPEN#00 .. OPEN#07 by the photo's id, sorted by their last change, so photo
+# recovery (multiregion.photos.recovery) finds the ones left open without scanning.
+OPEN_INDEX = "GSI2"
+OPEN_KIND = "OPEN"
+
+
+class RunSuperseded(TransitionError):
+    """Another text-detection run has taken the photo over: this run may not write it."""
+
+    code = "RunSuperseded"
+
+
+def _open_keys(photo_id: str, updated_at: str) -> dict[str, str]:
+    return {"gsi2pk": partition_of(photo_id, OPEN_KIND), "gsi2sk": sort_key(updated_at, photo_id)}
 
 
 def _from_record(record: dict[str, Any]) -> Photo:
@@ -90,6 +105,7 @@ class PhotoRepository:
             **record_key(PHOTO_KIND, photo_id),
             "gsi1pk": owner_partition(PHOTO_KIND, owner.subject),
             "gsi1sk": sort_key(now, photo_id),
+            **_open_keys(photo_id, now),
             "id": photo_id,
             "name": data.name,
             "kind": media.kind,
@@ -141,9 +157,21 @@ class PhotoRepository:
 
     def _change_once(self, change: StatusChange, guard: WriteGuard) -> Photo:
         current = self.get(change.id)
-        if current.status == change.status:
+        if change.run is not None and current.status == "PROCESSING" and current.processingBy != change.run:
+            raise RunSuperseded(f"photo {change.id} was taken over by another run")
+        if change.status == "PROCESSING":
+            if current.status == "PROCESSING" and current.processingBy == change.processingBy:
+                return current  # this run's own change, made already (a retried step)
+            taking_over = (
+                change.takeover is not None
+                and current.status == "PROCESSING"
+                and current.processingBy == change.takeover
+            )
+            if current.status != "PENDING" and not taking_over:
+                raise TransitionError(f"photo {change.id} is {current.status}: another run has it")
+        elif current.status == change.status:
             return current
-        if current.status not in FOLLOWS[change.status]:
+        elif current.status not in FOLLOWS[change.status]:
             raise TransitionError(f"photo {change.id} is {current.status}: it cannot become {change.status}")
         fields: dict[str, Any] = {
             "status": change.status,
@@ -165,13 +193,21 @@ class PhotoRepository:
             fields["detectedIn"] = change.detectedIn
         if change.processingBy is not None:
             fields["processingBy"] = change.processingBy
+        if change.status in FINAL:
+            removed = ["gsi2pk", "gsi2sk"]  # leaves the open-photos index
+        else:
+            removed = []
+            fields.update(_open_keys(change.id, fields["updatedAt"]))
+        update = "SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+        if removed:
+            update += " REMOVE " + ", ".join(f"#{k}" for k in removed)
         action = {
             "Update": {
                 "TableName": self._table.name,
                 "Key": record_key(PHOTO_KIND, change.id),
-                "UpdateExpression": "SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+                "UpdateExpression": update,
                 "ConditionExpression": "#rev = :expected",
-                "ExpressionAttributeNames": {"#rev": "revision", **{f"#{k}": k for k in fields}},
+                "ExpressionAttributeNames": {"#rev": "revision", **{f"#{k}": k for k in [*fields, *removed]}},
                 "ExpressionAttributeValues": {
                     ":expected": current.revision,
                     **{f":{k}": v for k, v in fields.items()},
