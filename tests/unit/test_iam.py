@@ -50,6 +50,8 @@ def _arn(resource: Any) -> str:
         return PHOTOS_ARN
     if isinstance(resource, dict) and "Fn::GetAtt" in resource:  # a queue, a topic: not a table
         return f"arn:aws:getatt:::{'.'.join(resource['Fn::GetAtt'])}"
+    if isinstance(resource, dict) and "Ref" in resource:  # a state machine's ARN
+        return f"arn:aws:ref:::{resource['Ref']}"
     assert isinstance(resource, str), f"unresolved resource {resource!r}"
     return (
         resource.replace("${AWS::AccountId}", ACCOUNT)

@@ -12,6 +12,7 @@ import pytest
 
 from functions.photo_recovery import app as recovery_app
 from multiregion import appstate, aws
+from multiregion.bridge.errors import InvalidUpload
 from multiregion.photos import recovery
 from multiregion.photos.recovery import PhotoRecovery
 from multiregion.photos.store import OPEN_INDEX
@@ -148,20 +149,47 @@ def test_an_upload_that_never_came_ends_failed_after_a_day(machine: str) -> None
     assert open_photos() == [] and executions(machine) == []
 
 
-def test_active_active_leaves_another_regions_upload_to_that_region(machine: str) -> None:
-    detail = declared_upload(PNG)
+def uploaded_in_the_other_region(detail: dict[str, Any]) -> dict[str, Any]:
+    """The photo as if declared and uploaded in the secondary, its object replicated here."""
     photo_id = photo_id_of(detail)
-    table = aws.table(get_settings().photos_table, REGION)
-    table.update_item(
+    key = f"uploads/{SECONDARY}/{photo_id}.png"
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.copy_object(Bucket=PHOTOS, Key=key, CopySource={"Bucket": PHOTOS, "Key": detail["object"]["key"]})
+    s3.delete_object(Bucket=PHOTOS, Key=detail["object"]["key"])
+    aws.table(get_settings().photos_table, REGION).update_item(
         Key={"pk": f"PHOTO#{photo_id}", "sk": "PHOTO"},
-        UpdateExpression="SET uploadRegion = :r",
-        ExpressionAttributeValues={":r": SECONDARY},
+        UpdateExpression="SET uploadRegion = :r, objectKey = :k",
+        ExpressionAttributeValues={":r": SECONDARY, ":k": key},
     )
+    return {**detail, "object": {**detail["object"], "key": key}}
 
-    report = sweep(machine, recovery.ABANDONED_AFTER_SECONDS + 60)
 
-    assert report.outcomes == {photo_id: "left-to-its-region"}
+def test_an_upload_region_that_may_write_recovers_its_own_photos(machine: str) -> None:
+    detail = uploaded_in_the_other_region(declared_upload(PNG))
+
+    report = sweep(machine, recovery.ABANDONED_AFTER_SECONDS + 60)  # active-active: both write
+
+    assert report.outcomes == {photo_id_of(detail): "left-to-its-region"}
     assert executions(machine) == []
+
+
+def test_the_region_that_may_write_recovers_a_fenced_regions_photos(machine: str, table: Any) -> None:
+    detail = uploaded_in_the_other_region(declared_upload(PNG))
+    photo_id = photo_id_of(detail)
+    fenced = appstate.fence(appstate.initial_state(REGION, SECONDARY, "active-active"), SECONDARY)
+    table.put_item(Item=appstate.to_record(fenced))
+    appstate.cache.clear()
+
+    report = sweep(machine, recovery.UNCLAIMED_AFTER_SECONDS + 60)
+
+    assert report.outcomes == {photo_id: "redriven"}
+    (started,) = executions(machine)
+    given = json.loads(started["input"])["detail"]
+    assert given["object"]["key"] == f"uploads/{SECONDARY}/{photo_id}.png"
+    job = run("begin", detail=given, executionId="redrive")  # another region's key: a re-drive only
+    assert job["skip"] is None and job["key"] == given["object"]["key"]
+    with pytest.raises(InvalidUpload):
+        run("begin", detail={k: v for k, v in given.items() if k != "redrive"}, executionId="event")
 
 
 def test_a_fenced_region_recovers_nothing(machine: str, table: Any) -> None:

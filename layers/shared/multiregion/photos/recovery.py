@@ -21,9 +21,10 @@ bucket has their upload too. Nothing else would ever move them on, so a schedule
 - an upload that never reached this region a day after its declaration (its presigned
   POST lasted five minutes) ends the photo FAILED (`UploadNotReceived`).
 
-Which region recovers: in active-passive, the one that may write (a fenced sweep does
-nothing); in active-active, each region its own uploads (both may write, and two
-re-drives of one photo would both run).
+Which region recovers a photo: one that may write now (a fenced sweep does nothing), and
+of those the photo's upload region if it may write too. So in active-active each region
+recovers its own uploads (two re-drives of one photo would both run), and after a
+failover the new writer recovers the fenced region's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from multiregion import aws
+from multiregion.appstate import AppState
 from multiregion.aws import error_code
 from multiregion.errors import TransitionError, WriteFencedError
 from multiregion.fencing import ensure_writable
@@ -106,14 +108,14 @@ class PhotoRecovery:
     def sweep(self) -> SweepReport:
         region = self._settings.region
         try:
-            ensure_writable(self._settings)
+            guard = ensure_writable(self._settings)
         except WriteFencedError:
             return SweepReport(region=region, writable=False)  # the region that may write recovers
         report = SweepReport(region=region, writable=True)
         cutoff = _stamp(self._now - timedelta(seconds=min(UNCLAIMED_AFTER_SECONDS, STUCK_AFTER_SECONDS)))
         for shard in range(LIST_SHARDS):
             for photo_id in self._candidates(f"{OPEN_KIND}#{shard:02d}", cutoff):
-                report.outcomes[photo_id] = self._recover(photo_id)
+                report.outcomes[photo_id] = self._recover(photo_id, guard.view.state)
         logger.info("photo recovery", extra={action: report.count(action) for action in get_args(Action)})
         return report
 
@@ -126,11 +128,11 @@ class PhotoRecovery:
         # The index keeps keys only: the photo's id is its key's (`PHOTO#<id>`).
         return [str(item["pk"]).removeprefix(f"{PHOTO_KIND}#") for item in page.get("Items", [])]
 
-    def _recover(self, photo_id: str) -> Action:
+    def _recover(self, photo_id: str, state: AppState) -> Action:
         photo = self._photos.get(photo_id)  # the index is eventually consistent: read the record
         if photo.status in FINAL:
             return "closed"
-        if not self._settings.active_passive and photo.uploadRegion != self._settings.region:
+        if photo.uploadRegion != self._settings.region and state.can_write(photo.uploadRegion):
             return "left-to-its-region"
         age = _age(photo, self._now)
         upload = self._upload(photo)

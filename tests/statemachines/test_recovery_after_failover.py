@@ -1,0 +1,179 @@
+"""Photo recovery end to end: a failover fences the primary while one photo's video run
+waits for its notice and another photo's upload is still to come. Neither run can end
+its photo there; the secondary's PhotoRecoveryFunction re-drives both through its own
+text-detection state machine, and both photos end DONE in both app regions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multiregion.photos import recovery
+from tests.statemachines.test_text_detection import (
+    declare,
+    executions_for,
+    mp4,
+    photo_in,
+    png,
+    staged_copies,
+    upload,
+)
+from tests.support.cfn import load_event
+from tests.support.target import SandboxProcess, Target, api
+
+SANDBOX_ARGS = ["--health-interval", "0.5", "--health-threshold", "2", "--replication-lag", "0.2"]
+PARAMETERS = {
+    "VideoTextWaitSeconds": "10",
+    "StateCacheTtlSeconds": "1",
+    "CatchUpDeadlineSeconds": "60",
+    "CatchUpPollSeconds": "1",
+    "HoldDownSeconds": "0",
+}
+DEADLINE = 90
+TIMEOUT = 10
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
+    sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("photo-recovery")), args)
+    target = sandbox.start()
+    target.sign_in()
+    try:
+        yield target
+    finally:
+        assert sandbox.stop() == 0, sandbox.log()
+
+
+def wait_for(what: str, check: Any, seconds: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = check()
+        if answer:
+            return answer
+        time.sleep(0.3)
+    pytest.fail(f"{what}: not within {seconds} s")
+
+
+def fail_over(target: Target) -> None:
+    """A planned failover to the secondary, started as an operator does, and awaited."""
+    region = target.secondary
+    sfn = target.client("stepfunctions", region)
+    payload = {**load_event("statemachines/failover.json"), "requestedBy": "photo-recovery-test"}
+    arn = sfn.start_execution(
+        stateMachineArn=target.outputs[region]["FailoverStateMachineArn"], input=json.dumps(payload)
+    )["executionArn"]
+    ended = wait_for(
+        "the failover",
+        lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
+        180,
+    )
+    assert ended["status"] == "SUCCEEDED", ended.get("cause")
+
+
+def sweep(target: Target, region: str, after_seconds: float) -> dict[str, Any]:
+    """Invoke the region's PhotoRecoveryFunction as its schedule does, `after_seconds` from now."""
+    moment = datetime.now(UTC) + timedelta(seconds=after_seconds)
+    event = {**load_event("photo_recovery/scheduled.json"), "region": region}
+    event["time"] = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    answer = target.client("lambda", region).invoke(
+        FunctionName=target.outputs[region]["PhotoRecoveryFunctionName"], Payload=json.dumps(event)
+    )
+    payload = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, payload
+    return dict(payload)
+
+
+def states_of(target: Target, region: str, execution_arn: str) -> list[str]:
+    events = target.client("stepfunctions", region).get_execution_history(
+        executionArn=execution_arn, maxResults=1000
+    )["events"]
+    return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+
+@pytest.mark.timeout(600)
+def test_photos_a_failover_left_open_are_redriven_by_the_new_writer(target: Target) -> None:
+    primary, secondary = target.primary, target.secondary
+    waiting = png("RECOVERED AFTER FAILOVER")
+    video = mp4("KEPT ITS TEXT")
+    late = declare(target, "image/png", len(waiting))  # its upload comes after the fence
+    running = declare(target, "video/mp4", len(video))
+    target.fault("rekognition-drop-notices", "1")  # the primary's video run will wait in vain
+    assert upload(running, video, "video/mp4").status_code == 204
+    wait_for(
+        "the video run took its photo",
+        lambda: photo_in(target, running["photo"]["id"])["status"] == "PROCESSING",
+    )
+
+    fail_over(target)
+    wait_for(
+        "the primary refuses photo writes",
+        lambda: (
+            api.post(
+                f"{target.region_urls[primary]}/photos",
+                json={"contentType": "image/png", "size": 10},
+                timeout=TIMEOUT,
+            ).status_code
+            == 503
+        ),
+    )
+    assert upload(late, waiting, "image/png").status_code == 204  # S3 takes it: the API is what is fenced
+    for declared in (late, running):
+        key = declared["photo"]["objectKey"]
+        wait_for(
+            f"{key} replicated to the secondary",
+            lambda key=key: (
+                target.client("s3", secondary)
+                .list_objects_v2(Bucket=target.outputs[secondary]["PhotosBucketName"], Prefix=key)
+                .get("KeyCount")
+            ),
+        )
+    # Both photos are open in the secondary too, and no run there will end them.
+    assert photo_in(target, late["photo"]["id"], secondary)["status"] == "PENDING"
+    assert photo_in(target, running["photo"]["id"], secondary)["status"] == "PROCESSING"
+
+    fenced = sweep(target, primary, recovery.ABANDONED_AFTER_SECONDS + 60)
+    too_early = sweep(target, secondary, recovery.UNCLAIMED_AFTER_SECONDS - 600)
+    due = sweep(target, secondary, recovery.STUCK_AFTER_SECONDS + 60)
+
+    assert not fenced["writable"] and fenced["outcomes"] == {}
+    assert too_early["outcomes"] == {}
+    assert due["outcomes"] == {late["photo"]["id"]: "redriven", running["photo"]["id"]: "redriven"}
+    for declared, text in ((late, ["RECOVERED AFTER FAILOVER"]), (running, ["KEPT ITS TEXT"])):
+        photo_id, key = declared["photo"]["id"], declared["photo"]["objectKey"]
+        ended = wait_for(
+            f"the re-drive of {photo_id} ended",
+            lambda key=key: [e for e in executions_for(target, key, secondary) if e["status"] != "RUNNING"],
+        )
+        (run,) = ended
+        assert run["name"].startswith(f"redrive-{photo_id}-")
+        assert run["status"] == "SUCCEEDED", run.get("cause")
+        detect = "DetectVideoText" if declared is running else "DetectImageText"
+        assert states_of(target, secondary, run["executionArn"]) == [
+            "Begin",
+            "Skip?",
+            "Stage",
+            "ImageOrVideo?",
+            detect,
+            "StoreResults",
+            "DeleteStagedCopy",
+            "Done",
+        ]
+        for region in (secondary, primary):  # the primary gets it from the photo replicator
+            photo = wait_for(
+                f"{photo_id} DONE in {region}",
+                lambda region=region, photo_id=photo_id: (
+                    (p := photo_in(target, photo_id, region))["status"] == "DONE" and p
+                ),
+            )
+            assert [line["text"] for line in photo["text"]] == text
+            assert photo["updatedRegion"] == secondary
+    # The re-drives deleted their staged copies (the stale video run, still retrying its
+    # fenced failure record, deletes its own when it gives up).
+    assert [k for k in staged_copies(target) if k.startswith(f"staged/{secondary}/")] == []
