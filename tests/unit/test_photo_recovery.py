@@ -15,7 +15,7 @@ from multiregion import appstate, aws
 from multiregion.bridge.errors import InvalidUpload
 from multiregion.photos import recovery
 from multiregion.photos.recovery import PhotoRecovery
-from multiregion.photos.store import OPEN_INDEX
+from multiregion.photos.store import OPEN_INDEX, PhotoRepository
 from multiregion.photos.uploads import UPLOAD_EXPIRY_SECONDS
 from multiregion.settings import get_settings
 from tests.support import cfn
@@ -208,7 +208,7 @@ def test_a_fenced_region_recovers_nothing(machine: str, table: Any) -> None:
     assert photo_status(photo_id_of(detail))["status"] == "PENDING"
 
 
-def test_a_sweep_reads_a_bounded_page_per_partition(machine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sweep_reads_a_bounded_number_per_partition(machine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recovery, "PER_PARTITION", 1)
     declared = [photo_id_of(declared_upload(PNG)) for _ in range(12)]  # 8 partitions: some share one
 
@@ -216,6 +216,32 @@ def test_a_sweep_reads_a_bounded_page_per_partition(machine: str, monkeypatch: p
 
     assert 0 < len(report.outcomes) <= 8 < len(declared)
     assert set(report.outcomes) <= set(declared)
+
+
+def test_a_sweep_pages_through_a_partition(machine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recovery, "PAGE", 1)  # one photo per query: every later one needs the page key
+    declared = {photo_id_of(declared_upload(PNG)) for _ in range(12)}
+
+    report = sweep(machine, recovery.UNCLAIMED_AFTER_SECONDS + 60)
+
+    assert report.outcomes == dict.fromkeys(declared, "redriven")
+
+
+def test_one_photo_failing_does_not_stop_the_sweep(machine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    broken, fine = (photo_id_of(declared_upload(PNG)) for _ in range(2))
+    real_get = PhotoRepository.get
+
+    def get(self: PhotoRepository, photo_id: str) -> Any:
+        if photo_id == broken:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "GetItem")
+        return real_get(self, photo_id)
+
+    monkeypatch.setattr(PhotoRepository, "get", get)
+    report = sweep(machine, recovery.UNCLAIMED_AFTER_SECONDS + 60)
+
+    assert report.outcomes == {broken: "error", fine: "redriven"}
 
 
 def test_the_handler_sweeps_at_the_schedules_time(machine: str, lambda_context: Any) -> None:

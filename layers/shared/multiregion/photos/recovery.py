@@ -9,7 +9,7 @@ bucket has their upload too. Nothing else would ever move them on, so a schedule
 (PhotoRecoveryFunction) in each app region finds them and starts a new run (a re-drive):
 
 - it reads the open-photos index (GSI2, sparse: only PENDING and PROCESSING photos, over
-  OPEN#00 .. OPEN#07, oldest change first), a bounded page per partition: no scan;
+  OPEN#00 .. OPEN#07, oldest change first), at most 100 per partition: no scan;
 - a photo is recovered only once no live run can own it: PROCESSING for longer than the
   state machine's timeout plus its function's, PENDING with its upload here for longer
   than EventBridge keeps retrying the upload event;
@@ -35,13 +35,13 @@ from typing import Any, Literal, get_args
 
 from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Key
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from multiregion import aws
 from multiregion.appstate import AppState
 from multiregion.aws import error_code
-from multiregion.errors import TransitionError, WriteFencedError
+from multiregion.errors import AppError, TransitionError, WriteFencedError
 from multiregion.fencing import ensure_writable
 from multiregion.listing import LIST_SHARDS
 from multiregion.photos.models import FINAL, PHOTO_KIND, Photo, StatusChange
@@ -58,9 +58,14 @@ STUCK_AFTER_SECONDS = 7500
 UNCLAIMED_AFTER_SECONDS = 3900
 # The presigned POST lasts 5 minutes; a day covers the slowest S3 replication seen.
 ABANDONED_AFTER_SECONDS = 86400
-PER_PARTITION = 25  # candidates read per partition and sweep: bounded work per invocation
+# Candidates read per partition and sweep, in pages of PAGE: bounded work per invocation
+# (8 x 100 record reads and HeadObjects at most, well inside the function's 60 s).
+PER_PARTITION = 100
+PAGE = 25
 
-Action = Literal["redriven", "already-redriven", "abandoned", "waiting", "left-to-its-region", "closed"]
+Action = Literal[
+    "redriven", "already-redriven", "abandoned", "waiting", "left-to-its-region", "closed", "error"
+]
 
 
 class SweepReport(BaseModel):
@@ -120,15 +125,34 @@ class PhotoRecovery:
         return report
 
     def _candidates(self, partition: str, cutoff: str) -> list[str]:
-        page = self._table.query(
-            IndexName=OPEN_INDEX,
-            KeyConditionExpression=Key("gsi2pk").eq(partition) & Key("gsi2sk").lt(cutoff),
-            Limit=PER_PARTITION,
-        )
-        # The index keeps keys only: the photo's id is its key's (`PHOTO#<id>`).
-        return [str(item["pk"]).removeprefix(f"{PHOTO_KIND}#") for item in page.get("Items", [])]
+        """The partition's photos last changed before `cutoff`, oldest first, at most
+        PER_PARTITION (photos still waiting for their upload come first: a backlog of them
+        delays the others by a sweep or more, never past the day that ends them)."""
+        found: list[str] = []
+        start: dict[str, Any] | None = None
+        while len(found) < PER_PARTITION:
+            page = self._table.query(
+                IndexName=OPEN_INDEX,
+                KeyConditionExpression=Key("gsi2pk").eq(partition) & Key("gsi2sk").lt(cutoff),
+                Limit=min(PAGE, PER_PARTITION - len(found)),
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            # The index keeps keys only: the photo's id is its key's (`PHOTO#<id>`).
+            found += [str(item["pk"]).removeprefix(f"{PHOTO_KIND}#") for item in page.get("Items", [])]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        return found
 
     def _recover(self, photo_id: str, state: AppState) -> Action:
+        """One photo's outcome; a failure is logged and the sweep goes on to the next."""
+        try:
+            return self._decide(photo_id, state)
+        except (ClientError, BotoCoreError, AppError):
+            logger.exception("photo recovery failed for this photo", extra={"photo_id": photo_id})
+            return "error"
+
+    def _decide(self, photo_id: str, state: AppState) -> Action:
         photo = self._photos.get(photo_id)  # the index is eventually consistent: read the record
         if photo.status in FINAL:
             return "closed"
