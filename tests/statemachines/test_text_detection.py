@@ -50,9 +50,18 @@ def no_faults_left(target: Target) -> Iterator[None]:
     target.fault("rekognition-notice-delay", "0")
 
 
-def declare(target: Target, content_type: str, size: int, region: str | None = None) -> dict[str, Any]:
+def declare(
+    target: Target,
+    content_type: str,
+    size: int,
+    region: str | None = None,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """POST /photos as `session`'s user (by default `api`'s, a US user)."""
     url = target.region_urls[region or target.primary]
-    response = api.post(f"{url}/photos", json={"contentType": content_type, "size": size}, timeout=TIMEOUT)
+    response = (session or api).post(
+        f"{url}/photos", json={"contentType": content_type, "size": size}, timeout=TIMEOUT
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -65,9 +74,11 @@ def upload(declared: dict[str, Any], body: bytes, content_type: str) -> requests
     )
 
 
-def photo_in(target: Target, photo_id: str, region: str | None = None) -> dict[str, Any]:
+def photo_in(
+    target: Target, photo_id: str, region: str | None = None, session: requests.Session | None = None
+) -> dict[str, Any]:
     url = target.region_urls[region or target.primary]
-    response = api.get(f"{url}/photos/{photo_id}", timeout=TIMEOUT)
+    response = (session or api).get(f"{url}/photos/{photo_id}", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     return response.json()["photo"]
 
@@ -183,6 +194,67 @@ def test_a_failed_video_job_ends_failed_and_the_copy_is_deleted(target: Target) 
 
     photo = failed_in(target, run, declared, "DetectVideoText")
     assert photo["reason"].startswith("TextDetectionFailed")
+
+
+def start_for(target: Target, key: str, size: int, region: str | None = None) -> None:
+    """Start the region's text detection for `key` as an S3 event would (EventBridge's
+    detail), whether or not the object is there."""
+    region = region or target.primary
+    arn = target.outputs[region]["TextDetectionStateMachineArn"]
+    bucket = target.outputs[region]["PhotosBucketName"]
+    event = {"detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": size}}}
+    target.client("stepfunctions", region).start_execution(stateMachineArn=arn, input=json.dumps(event))
+
+
+def test_an_upload_gone_before_it_is_staged_ends_failed_and_nothing_is_staged(target: Target) -> None:
+    """The event names a declared upload whose object is not in the bucket (deleted, or an
+    event that outran it): Begin takes the photo, Stage cannot copy it, and the failure
+    path records FAILED and still runs its cleanup (with nothing staged to delete)."""
+    size = len(png("NEVER UPLOADED"))
+    declared = declare(target, "image/png", size)
+    key = declared["photo"]["objectKey"]
+
+    start_for(target, key, size)
+    (run,) = finished(target, key)
+
+    assert run["states"] == [
+        "Begin",
+        "Skip?",
+        "Stage",
+        "RecordFailure",
+        "DeleteStagedCopyAfterFailure",
+        "DetectionFailed",
+    ]
+    assert run.get("error") == "DetectionFailed"
+    photo = failed_in(target, run, declared, "Stage")
+    assert photo["reason"].startswith(f"ObjectRejected: staging {key}")
+    assert staged_copies(target) == []
+
+
+def test_a_photo_residency_keeps_from_the_service_region_is_skipped_at_begin(target: Target) -> None:
+    """A CA user's photo (the default policy: CA data only in the primary, no bridge) is
+    declared and uploaded in the primary, under resident/: its upload starts the workflow,
+    which records SKIPPED_RESIDENCY and ends without staging or detecting anything."""
+    resident = target.session(target.primary, "CA", "resident")
+    body = png("STAYS IN CANADA")
+    calls = target.admin_status()["rekognition"]["detectTextCalls"]
+    declared = declare(target, "image/png", len(body), target.primary, resident)
+    key = declared["photo"]["objectKey"]
+    assert key.startswith(f"resident/{target.primary}/")
+    assert upload(declared, body, "image/png").status_code == 204
+
+    (run,) = finished(target, key)
+
+    assert run["status"] == "SUCCEEDED"
+    assert run["states"] == ["Begin", "Skip?", "Skipped"]
+    begun = next(e for e in run["events"] if e.get("stateExitedEventDetails", {}).get("name") == "Begin")
+    assert json.loads(begun["stateExitedEventDetails"]["output"])["job"]["value"]["skip"] == "residency"
+    photo = photo_in(target, declared["photo"]["id"], target.primary, resident)
+    assert photo["status"] == "SKIPPED_RESIDENCY"
+    assert photo["reason"] == f"may not be processed in {service_region(target)}"
+    assert "text" not in photo or not photo["text"]
+    assert staged_copies(target) == []
+    assert target.admin_status()["rekognition"]["detectTextCalls"] == calls
 
 
 def test_a_dropped_notice_times_out_and_ends_failed(target: Target) -> None:
