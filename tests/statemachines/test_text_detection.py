@@ -269,17 +269,50 @@ def test_a_dropped_notice_times_out_and_ends_failed(target: Target) -> None:
     assert "Timeout" in photo["reason"]
 
 
+def notices_consumed(target: Target, region: str) -> int:
+    """How many notices the region's consumer has handled and deleted from its queue, once
+    the queue holds none (neither waiting nor in flight)."""
+    sqs = target.client("sqs", region)
+    url = target.outputs[region]["TextNoticeQueueUrl"]
+    consumer = f"->{target.outputs[region]['TextNoticesFunctionName']}"
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        held = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        if all(held[name] == "0" for name in names):
+            pollers = target.admin_status()["sqsPollers"]
+            (deleted,) = [
+                v["deleted"]
+                for k, v in pollers.items()
+                if k.startswith(f"{region}/") and k.endswith(consumer)
+            ]
+            return int(deleted)
+        time.sleep(0.1)
+    pytest.fail(f"the notice queue of {region} did not empty within 20 s")
+
+
 def test_a_duplicate_notice_is_processed_once(target: Target) -> None:
+    """Both copies of the notice reach this region's consumer; the second is dropped on the
+    task record (already done) before it reads the job's results again: one pass of
+    GetTextDetection (one page: the video's one line and its word) for the two copies."""
+    consumed = notices_consumed(target, target.primary)
+    reads = target.admin_status()["rekognition"]["getTextDetectionCalls"]
     target.fault("rekognition-duplicate-notices", "1")
     declared = declare(target, "video/mp4", len(mp4("TWICE")))
     upload(declared, mp4("TWICE"), "video/mp4")
 
     (run,) = finished(target, declared["photo"]["objectKey"])
+    deadline = time.monotonic() + 20
+    while notices_consumed(target, target.primary) < consumed + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
 
     assert run["status"] == "SUCCEEDED"
     photo = photo_in(target, declared["photo"]["id"])
     assert (photo["status"], photo["version"]) == ("DONE", 3)  # PENDING -> PROCESSING -> DONE, once
-    assert target.admin_status()["rekognition"]["noticesDuplicated"] >= 1
+    status = target.admin_status()
+    assert status["rekognition"]["noticesDuplicated"] >= 1
+    assert notices_consumed(target, target.primary) == consumed + 2  # both copies handled here
+    assert status["rekognition"]["getTextDetectionCalls"] == reads + 1  # the results read once
     assert staged_copies(target) == []
 
 
