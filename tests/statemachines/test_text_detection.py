@@ -407,28 +407,40 @@ def test_an_event_for_an_undeclared_object_fails_at_begin(target: Target) -> Non
     assert run["states"] == ["Begin", "BeginRefused"]
 
 
-def test_a_photo_and_its_text_are_readable_in_the_other_app_region(target: Target) -> None:
-    declared = declare(target, "image/png", len(png("REPLICATED")))
-    upload(declared, png("REPLICATED"), "image/png")
-    finished(target, declared["photo"]["objectKey"])
+@pytest.mark.parametrize("written, read", [("primary", "secondary"), ("secondary", "primary")])
+def test_a_photo_and_its_text_are_readable_in_the_other_app_region(
+    target: Target, written: str, read: str
+) -> None:
+    """Uploaded and processed where it was declared; the record (the photo replicator) and
+    the object (bucket replication) reach the other app region, in either direction, and
+    are not processed there again."""
+    home, other = getattr(target, written), getattr(target, read)
+    text = f"REPLICATED TO {read.upper()}"
+    declared = declare(target, "image/png", len(png(text)), home)
+    key = declared["photo"]["objectKey"]
+    assert key.startswith(f"uploads/{home}/")
+    assert upload(declared, png(text), "image/png").status_code == 204
+    (run,) = finished(target, key, region=home)
+    assert run["status"] == "SUCCEEDED" and run["states"][-1] == "Done"
 
     deadline = time.monotonic() + 20
     seen: dict[str, Any] = {}
     listed: list[dict[str, Any]] = []
+    url = f"{target.region_urls[other]}/photos/{declared['photo']['id']}"
     while time.monotonic() < deadline:
-        seen = photo_in(target, declared["photo"]["id"], target.secondary)
-        if seen["status"] == "DONE":
+        response = api.get(url, timeout=TIMEOUT)  # 404 until the record's first copy lands
+        seen = response.json()["photo"] if response.status_code == 200 else {}
+        if seen.get("status") == "DONE":
             break
         time.sleep(0.2)
-    assert seen["status"] == "DONE" and [t["text"] for t in seen["text"]] == ["REPLICATED"]
-    other = target.outputs[target.secondary]["PhotosBucketName"]
-    s3 = target.client("s3", target.secondary)
+    assert seen.get("status") == "DONE" and [t["text"] for t in seen["text"]] == [text]
+    assert seen["detectedIn"] == service_region(target)
+    bucket = target.outputs[other]["PhotosBucketName"]
+    s3 = target.client("s3", other)
     while time.monotonic() < deadline:
-        listed = s3.list_objects_v2(Bucket=other, Prefix=declared["photo"]["objectKey"]).get("Contents", [])
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
         if listed:
             break
         time.sleep(0.2)
-    assert [o["Size"] for o in listed] == [len(png("REPLICATED"))]
-    assert (
-        executions_for(target, declared["photo"]["objectKey"], target.secondary) == []
-    )  # not processed twice
+    assert [o["Size"] for o in listed] == [len(png(text))]
+    assert executions_for(target, key, other) == []  # not processed twice
