@@ -397,7 +397,7 @@ class RekognitionEmulator:
         self._counts = dict.fromkeys(
             (
                 "jobsStarted", "jobsSucceeded", "jobsFailed", "noticesPublished", "noticesDropped",
-                "noticesDuplicated", "noticesUndeliverable", "detectTextCalls",
+                "noticesDuplicated", "noticesUndeliverable", "detectTextCalls", "getTextDetectionCalls",
             ),
             0,
         )  # fmt: skip
@@ -530,6 +530,8 @@ class RekognitionEmulator:
     # GetTextDetection ----------------------------------------------------------------
 
     def get_text_detection(self, account: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._counts["getTextDetectionCalls"] += 1  # every page asked for: how often results are read
         job_id = params.get("JobId")
         if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
             raise _invalid("JobId must match ^[a-zA-Z0-9-_]+$ (1 to 64 characters)")

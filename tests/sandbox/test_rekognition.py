@@ -248,6 +248,7 @@ def test_video_job_runs_then_pages_every_detection_once(client: Any, rek: Any, e
         (2000, "WORD", "NOW"),
     ]  # fmt: skip
 
+    calls = emulator.stats()["getTextDetectionCalls"]
     pages, token = [], None
     while True:
         page = rek.get_text_detection(JobId=job_id, MaxResults=2, **({"NextToken": token} if token else {}))
@@ -258,6 +259,7 @@ def test_video_job_runs_then_pages_every_detection_once(client: Any, rek: Any, e
             break
     assert len(pages) == 5
     assert [r for page in pages for r in page] == whole["TextDetections"]
+    assert emulator.stats()["getTextDetectionCalls"] == calls + 5  # each page is one call, counted
 
 
 def test_bad_tokens_and_unknown_jobs_are_refused(client: Any, rek: Any, emulator: Any) -> None:

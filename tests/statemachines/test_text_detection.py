@@ -50,9 +50,18 @@ def no_faults_left(target: Target) -> Iterator[None]:
     target.fault("rekognition-notice-delay", "0")
 
 
-def declare(target: Target, content_type: str, size: int, region: str | None = None) -> dict[str, Any]:
+def declare(
+    target: Target,
+    content_type: str,
+    size: int,
+    region: str | None = None,
+    session: requests.Session | None = None,
+) -> dict[str, Any]:
+    """POST /photos as `session`'s user (by default `api`'s, a US user)."""
     url = target.region_urls[region or target.primary]
-    response = api.post(f"{url}/photos", json={"contentType": content_type, "size": size}, timeout=TIMEOUT)
+    response = (session or api).post(
+        f"{url}/photos", json={"contentType": content_type, "size": size}, timeout=TIMEOUT
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -65,9 +74,11 @@ def upload(declared: dict[str, Any], body: bytes, content_type: str) -> requests
     )
 
 
-def photo_in(target: Target, photo_id: str, region: str | None = None) -> dict[str, Any]:
+def photo_in(
+    target: Target, photo_id: str, region: str | None = None, session: requests.Session | None = None
+) -> dict[str, Any]:
     url = target.region_urls[region or target.primary]
-    response = api.get(f"{url}/photos/{photo_id}", timeout=TIMEOUT)
+    response = (session or api).get(f"{url}/photos/{photo_id}", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     return response.json()["photo"]
 
@@ -185,6 +196,67 @@ def test_a_failed_video_job_ends_failed_and_the_copy_is_deleted(target: Target) 
     assert photo["reason"].startswith("TextDetectionFailed")
 
 
+def start_for(target: Target, key: str, size: int, region: str | None = None) -> None:
+    """Start the region's text detection for `key` as an S3 event would (EventBridge's
+    detail), whether or not the object is there."""
+    region = region or target.primary
+    arn = target.outputs[region]["TextDetectionStateMachineArn"]
+    bucket = target.outputs[region]["PhotosBucketName"]
+    event = {"detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": size}}}
+    target.client("stepfunctions", region).start_execution(stateMachineArn=arn, input=json.dumps(event))
+
+
+def test_an_upload_gone_before_it_is_staged_ends_failed_and_nothing_is_staged(target: Target) -> None:
+    """The event names a declared upload whose object is not in the bucket (deleted, or an
+    event that outran it): Begin takes the photo, Stage cannot copy it, and the failure
+    path records FAILED and still runs its cleanup (with nothing staged to delete)."""
+    size = len(png("NEVER UPLOADED"))
+    declared = declare(target, "image/png", size)
+    key = declared["photo"]["objectKey"]
+
+    start_for(target, key, size)
+    (run,) = finished(target, key)
+
+    assert run["states"] == [
+        "Begin",
+        "Skip?",
+        "Stage",
+        "RecordFailure",
+        "DeleteStagedCopyAfterFailure",
+        "DetectionFailed",
+    ]
+    assert run.get("error") == "DetectionFailed"
+    photo = failed_in(target, run, declared, "Stage")
+    assert photo["reason"].startswith(f"ObjectRejected: staging {key}")
+    assert staged_copies(target) == []
+
+
+def test_a_photo_residency_keeps_from_the_service_region_is_skipped_at_begin(target: Target) -> None:
+    """A CA user's photo (the default policy: CA data only in the primary, no bridge) is
+    declared and uploaded in the primary, under resident/: its upload starts the workflow,
+    which records SKIPPED_RESIDENCY and ends without staging or detecting anything."""
+    resident = target.session(target.primary, "CA", "resident")
+    body = png("STAYS IN CANADA")
+    calls = target.admin_status()["rekognition"]["detectTextCalls"]
+    declared = declare(target, "image/png", len(body), target.primary, resident)
+    key = declared["photo"]["objectKey"]
+    assert key.startswith(f"resident/{target.primary}/")
+    assert upload(declared, body, "image/png").status_code == 204
+
+    (run,) = finished(target, key)
+
+    assert run["status"] == "SUCCEEDED"
+    assert run["states"] == ["Begin", "Skip?", "Skipped"]
+    begun = next(e for e in run["events"] if e.get("stateExitedEventDetails", {}).get("name") == "Begin")
+    assert json.loads(begun["stateExitedEventDetails"]["output"])["job"]["value"]["skip"] == "residency"
+    photo = photo_in(target, declared["photo"]["id"], target.primary, resident)
+    assert photo["status"] == "SKIPPED_RESIDENCY"
+    assert photo["reason"] == f"may not be processed in {service_region(target)}"
+    assert "text" not in photo or not photo["text"]
+    assert staged_copies(target) == []
+    assert target.admin_status()["rekognition"]["detectTextCalls"] == calls
+
+
 def test_a_dropped_notice_times_out_and_ends_failed(target: Target) -> None:
     target.fault("rekognition-drop-notices", "1")
     declared = declare(target, "video/mp4", len(mp4("LOST")))
@@ -197,17 +269,50 @@ def test_a_dropped_notice_times_out_and_ends_failed(target: Target) -> None:
     assert "Timeout" in photo["reason"]
 
 
+def notices_consumed(target: Target, region: str) -> int:
+    """How many notices the region's consumer has handled and deleted from its queue, once
+    the queue holds none (neither waiting nor in flight)."""
+    sqs = target.client("sqs", region)
+    url = target.outputs[region]["TextNoticeQueueUrl"]
+    consumer = f"->{target.outputs[region]['TextNoticesFunctionName']}"
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        held = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        if all(held[name] == "0" for name in names):
+            pollers = target.admin_status()["sqsPollers"]
+            (deleted,) = [
+                v["deleted"]
+                for k, v in pollers.items()
+                if k.startswith(f"{region}/") and k.endswith(consumer)
+            ]
+            return int(deleted)
+        time.sleep(0.1)
+    pytest.fail(f"the notice queue of {region} did not empty within 20 s")
+
+
 def test_a_duplicate_notice_is_processed_once(target: Target) -> None:
+    """Both copies of the notice reach this region's consumer; the second is dropped on the
+    task record (already done) before it reads the job's results again: one pass of
+    GetTextDetection (one page: the video's one line and its word) for the two copies."""
+    consumed = notices_consumed(target, target.primary)
+    reads = target.admin_status()["rekognition"]["getTextDetectionCalls"]
     target.fault("rekognition-duplicate-notices", "1")
     declared = declare(target, "video/mp4", len(mp4("TWICE")))
     upload(declared, mp4("TWICE"), "video/mp4")
 
     (run,) = finished(target, declared["photo"]["objectKey"])
+    deadline = time.monotonic() + 20
+    while notices_consumed(target, target.primary) < consumed + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
 
     assert run["status"] == "SUCCEEDED"
     photo = photo_in(target, declared["photo"]["id"])
     assert (photo["status"], photo["version"]) == ("DONE", 3)  # PENDING -> PROCESSING -> DONE, once
-    assert target.admin_status()["rekognition"]["noticesDuplicated"] >= 1
+    status = target.admin_status()
+    assert status["rekognition"]["noticesDuplicated"] >= 1
+    assert notices_consumed(target, target.primary) == consumed + 2  # both copies handled here
+    assert status["rekognition"]["getTextDetectionCalls"] == reads + 1  # the results read once
     assert staged_copies(target) == []
 
 
@@ -302,28 +407,40 @@ def test_an_event_for_an_undeclared_object_fails_at_begin(target: Target) -> Non
     assert run["states"] == ["Begin", "BeginRefused"]
 
 
-def test_a_photo_and_its_text_are_readable_in_the_other_app_region(target: Target) -> None:
-    declared = declare(target, "image/png", len(png("REPLICATED")))
-    upload(declared, png("REPLICATED"), "image/png")
-    finished(target, declared["photo"]["objectKey"])
+@pytest.mark.parametrize("written, read", [("primary", "secondary"), ("secondary", "primary")])
+def test_a_photo_and_its_text_are_readable_in_the_other_app_region(
+    target: Target, written: str, read: str
+) -> None:
+    """Uploaded and processed where it was declared; the record (the photo replicator) and
+    the object (bucket replication) reach the other app region, in either direction, and
+    are not processed there again."""
+    home, other = getattr(target, written), getattr(target, read)
+    text = f"REPLICATED TO {read.upper()}"
+    declared = declare(target, "image/png", len(png(text)), home)
+    key = declared["photo"]["objectKey"]
+    assert key.startswith(f"uploads/{home}/")
+    assert upload(declared, png(text), "image/png").status_code == 204
+    (run,) = finished(target, key, region=home)
+    assert run["status"] == "SUCCEEDED" and run["states"][-1] == "Done"
 
     deadline = time.monotonic() + 20
     seen: dict[str, Any] = {}
     listed: list[dict[str, Any]] = []
+    url = f"{target.region_urls[other]}/photos/{declared['photo']['id']}"
     while time.monotonic() < deadline:
-        seen = photo_in(target, declared["photo"]["id"], target.secondary)
-        if seen["status"] == "DONE":
+        response = api.get(url, timeout=TIMEOUT)  # 404 until the record's first copy lands
+        seen = response.json()["photo"] if response.status_code == 200 else {}
+        if seen.get("status") == "DONE":
             break
         time.sleep(0.2)
-    assert seen["status"] == "DONE" and [t["text"] for t in seen["text"]] == ["REPLICATED"]
-    other = target.outputs[target.secondary]["PhotosBucketName"]
-    s3 = target.client("s3", target.secondary)
+    assert seen.get("status") == "DONE" and [t["text"] for t in seen["text"]] == [text]
+    assert seen["detectedIn"] == service_region(target)
+    bucket = target.outputs[other]["PhotosBucketName"]
+    s3 = target.client("s3", other)
     while time.monotonic() < deadline:
-        listed = s3.list_objects_v2(Bucket=other, Prefix=declared["photo"]["objectKey"]).get("Contents", [])
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
         if listed:
             break
         time.sleep(0.2)
-    assert [o["Size"] for o in listed] == [len(png("REPLICATED"))]
-    assert (
-        executions_for(target, declared["photo"]["objectKey"], target.secondary) == []
-    )  # not processed twice
+    assert [o["Size"] for o in listed] == [len(png(text))]
+    assert executions_for(target, key, other) == []  # not processed twice
