@@ -71,7 +71,7 @@ def _case(answer: Answer, expected: type[Exception]) -> Any:
 def answers(moto: None) -> Iterator[Callable[[str, str, Answer], None]]:
     """`answer(service, operation, answer)`: the service region's client of `service` (the
     one the bridge uses) answers its next `operation` call with an AWS error (code, HTTP
-    status) or raises a botocore error, as a connection fault does."""
+    status), or raises a botocore error on every call, as a connection fault does."""
     stubbers: list[Stubber] = []
 
     def answer(service: str, operation: str, given: Answer) -> None:
