@@ -4,7 +4,7 @@ Results are condensed to what a photo's record keeps: the LINE detections (words
 them), each once, with its confidence and, for videos, when it was first seen; at most
 MAX_TEXT_LINES, flagged when more were found. Errors are sorted into what a retry may
 fix (throttling, limits, transient faults: ServiceThrottled) and what it will not
-(the object refused: ObjectRejected).
+(the object refused, or a request botocore will not send: ObjectRejected).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from multiregion import aws
 from multiregion.aws import describe_error, error_code
@@ -40,6 +40,8 @@ def _call(what: str, call: Any, **kwargs: Any) -> Any:
     except ClientError as error:
         if error_code(error) in RETRYABLE:
             raise ServiceThrottled(f"{what}: {describe_error(error)}") from None
+        raise ObjectRejected(f"{what}: {describe_error(error)}") from None
+    except ParamValidationError as error:  # botocore refused to send it, and would again
         raise ObjectRejected(f"{what}: {describe_error(error)}") from None
     except BotoCoreError as error:  # connection faults: the region may be back shortly
         raise ServiceThrottled(f"{what}: {describe_error(error)}") from None

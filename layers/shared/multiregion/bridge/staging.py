@@ -5,7 +5,7 @@ does not stay."""
 
 from __future__ import annotations
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from multiregion import aws
 from multiregion.aws import describe_error, error_code
@@ -31,8 +31,15 @@ def stage(job: Job, staging_bucket: str, home_region: str) -> Job:
     except ClientError as error:
         if error_code(error) in ("NoSuchKey", "NoSuchVersion", "404", "AccessDenied"):
             raise ObjectRejected(f"staging {job.key}: {describe_error(error)}") from None
+        if error_code(error) == "NoSuchBucket":
+            # A retry will not bring the bucket back: say so now, as unstage does.
+            raise StagingUnavailable(f"staging {job.key}: {describe_error(error)}") from None
         raise ServiceThrottled(f"staging {job.key}: {describe_error(error)}") from None
-    except BotoCoreError as error:
+    except ParamValidationError as error:
+        # botocore refused to send the request (an unset or invalid staging bucket name):
+        # it refuses the same request again.
+        raise StagingUnavailable(f"staging {job.key}: {describe_error(error)}") from None
+    except BotoCoreError as error:  # connection faults: the region may be back shortly
         raise ServiceThrottled(f"staging {job.key}: {describe_error(error)}") from None
     return job.model_copy(update={"stagedBucket": staging_bucket, "stagedKey": key})
 
@@ -50,6 +57,8 @@ def unstage(job: Job) -> bool:
             # A retry will not bring the bucket or the permission back: say so now.
             raise StagingUnavailable(f"{what}: {describe_error(error)}") from None
         raise ServiceThrottled(f"{what}: {describe_error(error)}") from None
+    except ParamValidationError as error:  # botocore refuses the same request again
+        raise StagingUnavailable(f"{what}: {describe_error(error)}") from None
     except BotoCoreError as error:
         raise ServiceThrottled(f"{what}: {describe_error(error)}") from None
     return True
