@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from multiregion.photos import recovery
 from tests.statemachines.test_text_detection import (
     declare,
+    done_states,
     executions_for,
     mp4,
     photo_in,
@@ -25,30 +25,17 @@ from tests.statemachines.test_text_detection import (
     upload,
 )
 from tests.support.cfn import load_event
-from tests.support.target import SandboxProcess, Target, api
+from tests.support.residency.model import PARAMETERS, SANDBOX_ARGS  # its short failover timings
+from tests.support.target import Target, api, signed_in_sandbox
 
-SANDBOX_ARGS = ["--health-interval", "0.5", "--health-threshold", "2", "--replication-lag", "0.2"]
-PARAMETERS = {
-    "VideoTextWaitSeconds": "10",
-    "StateCacheTtlSeconds": "1",
-    "CatchUpDeadlineSeconds": "60",
-    "CatchUpPollSeconds": "1",
-    "HoldDownSeconds": "0",
-}
 DEADLINE = 90
 TIMEOUT = 10
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
-    sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("photo-recovery")), args)
-    target = sandbox.start()
-    target.sign_in()
-    try:
+    with signed_in_sandbox(tmp_path_factory.mktemp("photo-recovery"), SANDBOX_ARGS, PARAMETERS) as target:
         yield target
-    finally:
-        assert sandbox.stop() == 0, sandbox.log()
 
 
 def wait_for(what: str, check: Any, seconds: float = DEADLINE) -> Any:
@@ -155,16 +142,7 @@ def test_photos_a_failover_left_open_are_redriven_by_the_new_writer(target: Targ
         assert run["name"].startswith(f"redrive-{photo_id}-")
         assert run["status"] == "SUCCEEDED", run.get("cause")
         detect = "DetectVideoText" if declared is running else "DetectImageText"
-        assert states_of(target, secondary, run["executionArn"]) == [
-            "Begin",
-            "Skip?",
-            "Stage",
-            "ImageOrVideo?",
-            detect,
-            "StoreResults",
-            "DeleteStagedCopy",
-            "Done",
-        ]
+        assert states_of(target, secondary, run["executionArn"]) == done_states(detect)
         for region in (secondary, primary):  # the primary gets it from the photo replicator
             photo = wait_for(
                 f"{photo_id} DONE in {region}",

@@ -9,18 +9,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.support.target import SandboxProcess, Target, api
+from tests.support.target import Target, api, signed_in_sandbox
 
 SANDBOX_ARGS = ["--health-interval", "0.5", "--health-threshold", "2", "--replication-lag", "0.2"]
 PARAMETERS = {"VideoTextWaitSeconds": "10"}
 DEADLINE = 60
 TIMEOUT = 10
+
+
+def done_states(detect: str) -> list[str]:
+    """The states a run that ends DONE goes through; `detect`: DetectImageText or DetectVideoText."""
+    return ["Begin", "Skip?", "Stage", "ImageOrVideo?", detect, "StoreResults", "DeleteStagedCopy", "Done"]
 
 
 def png(text: str) -> bytes:
@@ -33,14 +37,8 @@ def mp4(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
-    sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("text-detection")), args)
-    target = sandbox.start()
-    target.sign_in()
-    try:
+    with signed_in_sandbox(tmp_path_factory.mktemp("text-detection"), SANDBOX_ARGS, PARAMETERS) as target:
         yield target
-    finally:
-        assert sandbox.stop() == 0, sandbox.log()
 
 
 @pytest.fixture(autouse=True)
@@ -138,16 +136,7 @@ def test_an_image_ends_done_with_its_own_text(target: Target) -> None:
     finished(target, second["photo"]["objectKey"])
 
     assert run["status"] == "SUCCEEDED"
-    assert run["states"] == [
-        "Begin",
-        "Skip?",
-        "Stage",
-        "ImageOrVideo?",
-        "DetectImageText",
-        "StoreResults",
-        "DeleteStagedCopy",
-        "Done",
-    ]
+    assert run["states"] == done_states("DetectImageText")
     photo = photo_in(target, first["photo"]["id"])
     assert photo["status"] == "DONE"
     assert [line["text"] for line in photo["text"]] == ["OPEN 24 HOURS", "NO PARKING"]

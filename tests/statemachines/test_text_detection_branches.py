@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from tests.statemachines.test_text_detection import (
     SANDBOX_ARGS,
     declare,
+    done_states,
     finished,
     mp4,
     notices_consumed,
@@ -28,21 +28,17 @@ from tests.statemachines.test_text_detection import (
     png,
     upload,
 )
-from tests.support.target import SandboxProcess, Target
+from tests.support.target import Target, signed_in_sandbox
 
 PARAMETERS = {"VideoTextWaitSeconds": "10", "ImageTextDetection": "home", "VideoTextDetection": "home"}
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
-    sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("text-detection-at-home")), args)
-    target = sandbox.start()
-    target.sign_in()
-    try:
+    with signed_in_sandbox(
+        tmp_path_factory.mktemp("text-detection-at-home"), SANDBOX_ARGS, PARAMETERS
+    ) as target:
         yield target
-    finally:
-        assert sandbox.stop() == 0, sandbox.log()
 
 
 def service_region(target: Target) -> str:
@@ -87,16 +83,7 @@ def test_an_image_is_detected_at_home_without_staging(target: Target, role: str)
     (run,) = finished(target, declared["photo"]["objectKey"], region=region)
 
     assert run["status"] == "SUCCEEDED"
-    assert run["states"] == [
-        "Begin",
-        "Skip?",
-        "Stage",
-        "ImageOrVideo?",
-        "DetectImageText",
-        "StoreResults",
-        "DeleteStagedCopy",
-        "Done",
-    ]
+    assert run["states"] == done_states("DetectImageText")
     job = staged_job(run)
     assert job["detectIn"] == region and not job.get("stagedKey") and not job.get("stagedBucket")
     photo = photo_in(target, declared["photo"]["id"], region)

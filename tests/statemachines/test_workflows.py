@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from boto3.dynamodb.conditions import Key
 from bench.drill import planned_drill
 from multiregion import appstate, control
 from tests.support.cfn import load_event
-from tests.support.target import SandboxProcess, Target, api
+from tests.support.target import Target, api, signed_in_sandbox
 
 # Production's formulas with short inputs: a forced takeover of an unreachable primary
 # waits its lease (4 s) + clock skew (1 s) + the write timeout (3 s); catch-up deadline 10 s.
@@ -40,14 +39,8 @@ DEADLINE = 90  # no execution may run longer in these tests
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    args = [*SANDBOX_ARGS, *(a for k, v in PARAMETERS.items() for a in ("--param", f"{k}={v}"))]
-    sandbox = SandboxProcess(Path(tmp_path_factory.mktemp("workflows")), args)
-    target = sandbox.start()
-    target.sign_in()
-    try:
+    with signed_in_sandbox(tmp_path_factory.mktemp("workflows"), SANDBOX_ARGS, PARAMETERS) as target:
         yield target
-    finally:
-        assert sandbox.stop() == 0, sandbox.log()
 
 
 @pytest.fixture(autouse=True)

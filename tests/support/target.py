@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,3 +279,21 @@ class SandboxProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+
+def with_parameters(args: list[str], parameters: dict[str, str]) -> list[str]:
+    """The sandbox CLI's arguments: `args`, then `--param NAME=VALUE` per template parameter."""
+    return [*args, *(a for name, value in parameters.items() for a in ("--param", f"{name}={value}"))]
+
+
+@contextmanager
+def signed_in_sandbox(workdir: Path, args: list[str], parameters: dict[str, str]) -> Iterator[Target]:
+    """A fresh sandbox started with `args` and these template parameters, `api` signed in
+    (a US user); stopped afterwards, and its exit checked."""
+    sandbox = SandboxProcess(workdir, with_parameters(args, parameters))
+    target = sandbox.start()
+    target.sign_in()
+    try:
+        yield target
+    finally:
+        assert sandbox.stop() == 0, sandbox.log()
