@@ -330,3 +330,12 @@ def test_photo_recovery_starts_only_text_detection_runs() -> None:
     assert all(
         "text-detection" in str(r) or "TextDetectionStateMachine" in str(r) for r in starts[0]["Resource"]
     )
+
+
+def test_photo_recovery_can_tell_a_missing_upload_from_a_refusal() -> None:
+    """S3 answers HeadObject of a missing key 403, not 404, to a caller without ListBucket on
+    the bucket: the sweep could then never fail an upload that never came."""
+    granted = [a for s in statements("PhotoRecoveryFunction") for a in _as_list(s["Action"])]
+    assert "s3:GetObject" in granted and "s3:ListBucket" in granted
+    (listing,) = [s for s in statements("PhotoRecoveryFunction") if "s3:ListBucket" in _as_list(s["Action"])]
+    assert listing["Resource"] == ["arn:aws:getatt:::PhotosBucket.Arn"]
