@@ -53,6 +53,33 @@ def name_unnamed_executions() -> None:
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
 
 
+def read_json_templates_as_json() -> None:
+    """Adapter (speed only): a JSON template body is read with the JSON parser.
+
+    moto reads every CloudFormation template body with PyYAML's pure-Python loader first,
+    JSON ones too (JSON is YAML): for this stack's transformed template that took most of
+    the sandbox's start-up. The JSON parser gives the same document in a fraction of it;
+    YAML bodies are read as before."""
+    from moto.cloudformation.models import Stack
+
+    original = Stack.parse_template
+    if getattr(original, "sandbox_adapter", False):
+        return
+
+    def parse_template(template: str) -> dict[str, Any]:
+        if template.lstrip().startswith("{"):
+            try:
+                parsed = json.loads(template)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                return parsed
+        return original(template)
+
+    parse_template.sandbox_adapter = True  # type: ignore[attr-defined]
+    Stack.parse_template = staticmethod(parse_template)  # type: ignore[method-assign, assignment]
+
+
 class PortInUseError(RuntimeError):
     pass
 
@@ -94,6 +121,7 @@ class Cloud:
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         default_user_config["lambda"] = {"use_docker": False}
         name_unnamed_executions()
+        read_json_templates_as_json()
         make_dynamodb_thread_safe()
         # Lambda's pollers deliver SQS messages (sandbox.sqs_pollers), not SendMessage;
         # SNS delivers to a queue only what the queue's policy admits.
