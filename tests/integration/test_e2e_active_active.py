@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
 from tests.support.target import LOCATION_HEADER, Target, api
+from tests.support.waiting import wait_for
 
 EUROPE = "eu-west-1"
 TIMEOUT = 10
-
-
-def wait_for(check: Callable[[], Any], deadline_seconds: float, what: str) -> Any:
-    """Poll until `check` returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {deadline_seconds} s waiting for {what}")
 
 
 def post_item(url: str, name: str, location: str = EUROPE) -> requests.Response:

@@ -14,15 +14,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sandbox.dynamodb_streams import disable_moto_stream_mappings, enable_moto_stream_mappings
 from sandbox.faults import FaultState
 from sandbox.functions import FunctionError
 from sandbox.stream_pollers import StreamMapping, StreamPoller, list_stream_mappings, stream_mapping
+from tests.support.moto_clients import moto_client
 
 REGION, OTHER = "ca-central-1", "us-west-2"
 ACCOUNT = "123456789012"
@@ -33,14 +32,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def client(url: str, service: str, region: str = REGION) -> Any:
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
-    )
+    return moto_client(url, service, region, read_timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ text-detection state machine, and both photos end DONE in both app regions."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +16,7 @@ from multiregion.photos import recovery
 from tests.statemachines.test_text_detection import (
     declare,
     done_states,
-    executions_for,
+    finished,
     mp4,
     photo_in,
     png,
@@ -27,6 +26,7 @@ from tests.statemachines.test_text_detection import (
 from tests.support.cfn import load_event
 from tests.support.residency.model import PARAMETERS, SANDBOX_ARGS  # its short failover timings
 from tests.support.target import Target, api, signed_in_sandbox
+from tests.support.waiting import wait_for
 
 DEADLINE = 90
 TIMEOUT = 10
@@ -38,16 +38,6 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         yield target
 
 
-def wait_for(what: str, check: Any, seconds: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        answer = check()
-        if answer:
-            return answer
-        time.sleep(0.3)
-    pytest.fail(f"{what}: not within {seconds} s")
-
-
 def fail_over(target: Target) -> None:
     """A planned failover to the secondary, started as an operator does, and awaited."""
     region = target.secondary
@@ -57,9 +47,9 @@ def fail_over(target: Target) -> None:
         stateMachineArn=target.outputs[region]["FailoverStateMachineArn"], input=json.dumps(payload)
     )["executionArn"]
     ended = wait_for(
-        "the failover",
         lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
         180,
+        "the failover",
     )
     assert ended["status"] == "SUCCEEDED", ended.get("cause")
 
@@ -77,13 +67,6 @@ def sweep(target: Target, region: str, after_seconds: float) -> dict[str, Any]:
     return dict(payload)
 
 
-def states_of(target: Target, region: str, execution_arn: str) -> list[str]:
-    events = target.client("stepfunctions", region).get_execution_history(
-        executionArn=execution_arn, maxResults=1000
-    )["events"]
-    return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-
-
 @pytest.mark.timeout(600)
 def test_photos_a_failover_left_open_are_redriven_by_the_new_writer(target: Target) -> None:
     primary, secondary = target.primary, target.secondary
@@ -94,13 +77,13 @@ def test_photos_a_failover_left_open_are_redriven_by_the_new_writer(target: Targ
     target.fault("rekognition-drop-notices", "1")  # the primary's video run will wait in vain
     assert upload(running, video, "video/mp4").status_code == 204
     wait_for(
-        "the video run took its photo",
         lambda: photo_in(target, running["photo"]["id"])["status"] == "PROCESSING",
+        DEADLINE,
+        "the video run to take its photo",
     )
 
     fail_over(target)
     wait_for(
-        "the primary refuses photo writes",
         lambda: (
             api.post(
                 f"{target.region_urls[primary]}/photos",
@@ -109,17 +92,20 @@ def test_photos_a_failover_left_open_are_redriven_by_the_new_writer(target: Targ
             ).status_code
             == 503
         ),
+        DEADLINE,
+        "the primary to refuse photo writes",
     )
     assert upload(late, waiting, "image/png").status_code == 204  # S3 takes it: the API is what is fenced
     for declared in (late, running):
         key = declared["photo"]["objectKey"]
         wait_for(
-            f"{key} replicated to the secondary",
             lambda key=key: (
                 target.client("s3", secondary)
                 .list_objects_v2(Bucket=target.outputs[secondary]["PhotosBucketName"], Prefix=key)
                 .get("KeyCount")
             ),
+            DEADLINE,
+            f"{key} to replicate to the secondary",
         )
     # Both photos are open in the secondary too, and no run there will end them.
     assert photo_in(target, late["photo"]["id"], secondary)["status"] == "PENDING"
@@ -134,21 +120,18 @@ def test_photos_a_failover_left_open_are_redriven_by_the_new_writer(target: Targ
     assert due["outcomes"] == {late["photo"]["id"]: "redriven", running["photo"]["id"]: "redriven"}
     for declared, text in ((late, ["RECOVERED AFTER FAILOVER"]), (running, ["KEPT ITS TEXT"])):
         photo_id, key = declared["photo"]["id"], declared["photo"]["objectKey"]
-        ended = wait_for(
-            f"the re-drive of {photo_id} ended",
-            lambda key=key: [e for e in executions_for(target, key, secondary) if e["status"] != "RUNNING"],
-        )
-        (run,) = ended
+        (run,) = finished(target, key, region=secondary)
         assert run["name"].startswith(f"redrive-{photo_id}-")
         assert run["status"] == "SUCCEEDED", run.get("cause")
         detect = "DetectVideoText" if declared is running else "DetectImageText"
-        assert states_of(target, secondary, run["executionArn"]) == done_states(detect)
+        assert run["states"] == done_states(detect)
         for region in (secondary, primary):  # the primary gets it from the photo replicator
             photo = wait_for(
-                f"{photo_id} DONE in {region}",
                 lambda region=region, photo_id=photo_id: (
                     (p := photo_in(target, photo_id, region))["status"] == "DONE" and p
                 ),
+                DEADLINE,
+                f"{photo_id} to be DONE in {region}",
             )
             assert [line["text"] for line in photo["text"]] == text
             assert photo["updatedRegion"] == secondary
