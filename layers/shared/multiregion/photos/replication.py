@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from multiregion import aws, residency
 from multiregion.aws import describe_error, is_condition_failure
+from multiregion.clock import parse_iso
 from multiregion.settings import Settings
 
 logger = Logger(child=True)
@@ -46,7 +47,7 @@ _NEWER = "attribute_not_exists(pk) OR #at < :at OR (#at = :at AND #rev < :rev)"
 
 
 def _millis_since(stamp: str, now: datetime) -> float:
-    written = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    written = parse_iso(stamp)
     return max(0.0, (now - written).total_seconds() * 1000)
 
 

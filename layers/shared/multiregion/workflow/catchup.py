@@ -35,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from multiregion import aws, control, journal, residency
 from multiregion.aws import describe_error
-from multiregion.clock import utc_now_iso
+from multiregion.clock import parse_iso, utc_now_iso
 from multiregion.journal import JournalEntry
 from multiregion.photos import replication
 from multiregion.photos.uploads import peer_bucket
@@ -287,7 +287,7 @@ def catch_up(plan: Plan, fence: Fence, settings: Settings) -> CatchUp:
     photos_gate = replication_failures(plan, settings) or latency_gate(
         plan, settings, stopped, now, photos=True
     )
-    fenced_at = datetime.fromisoformat(fence.at.replace("Z", "+00:00")).timestamp()
+    fenced_at = parse_iso(fence.at).timestamp()
     deadline_passed = now >= fenced_at + fence.waitSeconds + plan.catchUpDeadlineSeconds
     if gate.status == "closed" and gate.datapoints == 0:
         gate.error = probe(plan, settings) or gate.error

@@ -9,16 +9,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from multiregion import appstate, aws
-from multiregion.clock import utc_now_iso
+from multiregion.clock import parse_iso, utc_now_iso
 from multiregion.fencing import default_state
 from multiregion.settings import Settings
 from multiregion.workflow.errors import FailoverInProgress, HoldDownActive, InvalidInput, WrongRegion
 from multiregion.workflow.models import Direction, Plan, WorkflowInput
-
-
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
 
 # The catch-up loop may poll at most this many times: each round adds about 13 events
 # to the execution's history (about 40 if every retry fires), and an execution fails at
@@ -86,7 +81,7 @@ def plan(direction: Direction, raw_input: dict[str, Any], execution_id: str, set
     if state.state != expected:
         raise InvalidInput(f"a {direction} starts from {expected}; the state is {state.state}")
     if direction == "failover" and state.lastFailoverAt and not request.force:
-        since = (datetime.now(UTC) - _parse(state.lastFailoverAt)).total_seconds()
+        since = (datetime.now(UTC) - parse_iso(state.lastFailoverAt)).total_seconds()
         if since < settings.hold_down_seconds:
             raise HoldDownActive(
                 f"last failover was {int(since)} s ago; hold-down is {settings.hold_down_seconds} s "

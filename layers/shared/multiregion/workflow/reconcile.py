@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from multiregion import appstate, aws, journal, ledger
 from multiregion.aws import describe_error
-from multiregion.clock import utc_now_iso
+from multiregion.clock import parse_iso, utc_now_iso
 from multiregion.fencing import default_state
 from multiregion.journal import JournalEntry
 from multiregion.settings import Settings
@@ -66,7 +66,7 @@ class Reconciliation(BaseModel):
 def window_start(settings: Settings, last_failover_at: str | None, now: datetime) -> str:
     """The failover's promotion, less the journal window and the catch-up deadline: the
     old primary's writes that could still have been in flight then are in range."""
-    promoted = datetime.fromisoformat(last_failover_at.replace("Z", "+00:00")) if last_failover_at else now
+    promoted = parse_iso(last_failover_at) if last_failover_at else now
     start = promoted - timedelta(seconds=settings.journal_window_seconds + settings.catch_up_deadline_seconds)
     return start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

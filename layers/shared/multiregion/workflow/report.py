@@ -6,17 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from multiregion.clock import iso, parse_iso
 from multiregion.workflow.models import CatchUp, Fence, Plan, Routing, Transition
-
-
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 def _at(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(datetime.fromtimestamp(seconds, UTC))
 
 
 def _value(document: dict[str, Any], name: str) -> Any:
@@ -42,11 +39,11 @@ def report(document: dict[str, Any]) -> dict[str, Any]:
         ("routing", routing.at),
     ]
     steps: dict[str, float] = {}
-    previous = _parse(plan.plannedAt)
+    previous = parse_iso(plan.plannedAt)
     for name, mark in milestones:
         if mark is None:
             continue
-        at = _parse(mark)
+        at = parse_iso(mark)
         steps[name] = round((at - previous).total_seconds(), 3)
         previous = at
     at_risk = None
@@ -68,7 +65,7 @@ def report(document: dict[str, Any]) -> dict[str, Any]:
         "to": plan.promoteRegion,
         "epoch": promoted.epoch,
         "writers": promoted.writers,
-        "seconds": round((datetime.now(UTC) - _parse(plan.plannedAt)).total_seconds(), 3),
+        "seconds": round((datetime.now(UTC) - parse_iso(plan.plannedAt)).total_seconds(), 3),
         "steps": steps,
         "fence": {
             "how": fence.how,
@@ -111,7 +108,7 @@ def _short_report(plan: Plan, document: dict[str, Any]) -> dict[str, Any]:
         "startState": plan.startState,
         "recovered": Transition.model_validate(recovered).model_dump() if recovered else None,
         "routing": Routing.model_validate(routing).model_dump() if routing else None,
-        "seconds": round((datetime.now(UTC) - _parse(plan.plannedAt)).total_seconds(), 3),
+        "seconds": round((datetime.now(UTC) - parse_iso(plan.plannedAt)).total_seconds(), 3),
         "reason": plan.request.reason,
         "requestedBy": plan.request.requestedBy,
         "executionId": plan.executionId,
