@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from multiregion import aws
 from multiregion.appstate import AppState
 from multiregion.aws import error_code
+from multiregion.clock import iso, parse_iso
 from multiregion.errors import AppError, TransitionError, WriteFencedError
 from multiregion.fencing import ensure_writable
 from multiregion.listing import LIST_SHARDS
@@ -77,12 +78,8 @@ class SweepReport(BaseModel):
         return sum(1 for a in self.outcomes.values() if a == action)
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _age(photo: Photo, now: datetime) -> float:
-    return (now - datetime.fromisoformat(photo.updatedAt.replace("Z", "+00:00"))).total_seconds()
+    return (now - parse_iso(photo.updatedAt)).total_seconds()
 
 
 def redrive_name(photo: Photo, now: datetime) -> str:
@@ -117,7 +114,7 @@ class PhotoRecovery:
         except WriteFencedError:
             return SweepReport(region=region, writable=False)  # the region that may write recovers
         report = SweepReport(region=region, writable=True)
-        cutoff = _stamp(self._now - timedelta(seconds=min(UNCLAIMED_AFTER_SECONDS, STUCK_AFTER_SECONDS)))
+        cutoff = iso(self._now - timedelta(seconds=min(UNCLAIMED_AFTER_SECONDS, STUCK_AFTER_SECONDS)))
         for shard in range(LIST_SHARDS):
             for photo_id in self._candidates(f"{OPEN_KIND}#{shard:02d}", cutoff):
                 report.outcomes[photo_id] = self._recover(photo_id, guard.view.state)
@@ -159,14 +156,14 @@ class PhotoRecovery:
         if photo.uploadRegion != self._settings.region and state.can_write(photo.uploadRegion):
             return "left-to-its-region"
         age = _age(photo, self._now)
+        due = STUCK_AFTER_SECONDS if photo.status == "PROCESSING" else UNCLAIMED_AFTER_SECONDS
+        if age < due:
+            return "waiting"  # (before the upload is looked for: a day comes later still)
         upload = self._upload(photo)
         if upload is None:
             if age < ABANDONED_AFTER_SECONDS:
                 return "waiting"  # not replicated here yet
             return self._abandon(photo)
-        due = STUCK_AFTER_SECONDS if photo.status == "PROCESSING" else UNCLAIMED_AFTER_SECONDS
-        if age < due:
-            return "waiting"
         return self._redrive(photo, upload)
 
     def _upload(self, photo: Photo) -> dict[str, Any] | None:
