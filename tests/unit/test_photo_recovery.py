@@ -135,6 +135,23 @@ def test_a_run_left_processing_is_taken_over_after_the_runs_timeout(machine: str
     assert photo_status(photo_id)["processingBy"] == "redrive"
 
 
+def test_an_index_entry_that_lags_a_final_status_is_left_alone(
+    machine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GSI is eventually consistent: the index may still list a photo whose record is final
+    already. The sweep reads the record itself and does nothing with it."""
+    detail = declared_upload(PNG)
+    photo_id = photo_id_of(detail)
+    job = run("begin", detail=detail, executionId="run-1")
+    run("store", job=job, detected={"lines": [], "detectedIn": "us-east-2"})
+    monkeypatch.setattr(PhotoRecovery, "_candidates", lambda self, partition, cutoff: [photo_id])
+
+    report = sweep(machine, recovery.ABANDONED_AFTER_SECONDS + 60)
+
+    assert set(report.outcomes.values()) == {"closed"}
+    assert executions(machine) == [] and photo_status(photo_id)["status"] == "DONE"
+
+
 def test_an_upload_that_never_came_ends_failed_after_a_day(machine: str) -> None:
     detail = declared_upload(PNG)
     photo_id = photo_id_of(detail)
